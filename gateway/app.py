@@ -1,0 +1,122 @@
+"""The ASGI application: proxy routes go straight to the request pipeline, the rest to Litestar.
+
+Proxy paths are recognised only after normalisation (stage 1), so the decision
+"is this a proxy call?" cannot be dodged by spelling. Proxied requests skip
+Litestar's request machinery — the pipeline speaks ASGI itself and keeps the
+hot path short; Litestar serves everything else (health, and the status page
+and admin API as they arrive) and runs start-up and shut-down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, get
+
+from gateway import __version__
+from gateway.endpoint_filter import EndpointFilter
+from gateway.errors import OPENAI, GatewayError
+from gateway.gatekeeper import Gatekeeper
+from gateway.pipeline import ProxyPipeline, send_gateway_error
+from gateway.providers import AnthropicProvider, OpenAIProvider
+from gateway.relay import Relay
+from gateway.routing import resolve_route
+from gateway.settings import Settings
+from gateway.store import open_store
+from gateway.upstream_client import UpstreamClient
+from keypool import KeyPool, PoolSchema, parse_keys
+
+log = logging.getLogger("poolgate")
+
+
+class PoolgateApp:
+    """What the server runs. `pool` and `store` exist between start-up and shut-down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Any = None
+        self.pool: KeyPool | None = None
+        self._pipeline: ProxyPipeline | None = None
+        self._clients: dict[str, UpstreamClient] = {}
+        self.litestar = Litestar(route_handlers=[health], lifespan=[self._lifespan], debug=False)
+        self.litestar.state.poolgate = self
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path")
+            path = raw.decode("latin-1") if raw else scope["path"]
+            try:
+                route = resolve_route(path, self.settings.proxy_endpoint_route)
+            except GatewayError as error:
+                await send_gateway_error(send, OPENAI, error)
+                return
+            if route is not None:
+                assert self._pipeline is not None, "the pipeline is built at start-up"
+                await self._pipeline.handle(route, scope, receive, send)
+                return
+        await self.litestar(scope, receive, send)  # type: ignore[arg-type]
+
+    @asynccontextmanager
+    async def _lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.store = open_store(s.redis_url)
+        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec)
+        keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
+        await self.pool.register_configured(keys)
+        self.pool.keeper.start()
+        providers = {
+            "openai": OpenAIProvider(s.openai_base_url, s.key_cooldown_max_sec),
+            "anthropic": AnthropicProvider(s.anthropic_base_url, s.key_cooldown_max_sec),
+        }
+        self._clients = {name: UpstreamClient(timeout_sec=s.upstream_timeout_sec) for name in providers}
+        relay = Relay(
+            self.pool,
+            providers,  # type: ignore[arg-type]
+            self._clients,
+            upstream_retries=s.upstream_retries,
+            max_key_attempts=s.max_key_attempts,
+        )
+        self._pipeline = ProxyPipeline(
+            endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
+            gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key),
+            relay=relay,
+            pool=self.pool,
+            max_request_bytes=s.max_request_bytes,
+            proxy_route="/" + s.proxy_endpoint_route.strip("/"),
+        )
+        counts = {p: sum(1 for k in keys if k.provider == p) for p in ("openai", "anthropic")}
+        log.info(
+            "poolgate %s ready: %d OpenAI and %d Anthropic keys, gatekeeper %s, store %s",
+            __version__, counts["openai"], counts["anthropic"], s.gatekeeper,
+            "embedded (single process)" if s.store_is_embedded else "redis",
+        )
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.keeper.stop()
+        for client in self._clients.values():
+            await client.aclose()
+        if self.store is not None:
+            await self.store.aclose()
+
+
+@get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness and store reachability, for load balancers and deploy platforms."""
+    app: PoolgateApp = request.app.state.poolgate
+    await app.store.ping()
+    return {"status": "ok", "version": __version__, "store": "embedded" if app.settings.store_is_embedded else "redis"}
+
+
+def create_app(settings: Settings | None = None) -> PoolgateApp:
+    return PoolgateApp(settings or Settings.from_env())

@@ -1,0 +1,95 @@
+"""`poolgate`: run the gateway, the fake upstream, or print the configuration reference."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from gateway.settings import ConfigError, Settings, settings_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="poolgate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="address to bind (default: BIND_ADDRESS, 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default: PORT, 7860)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs REDIS_URL)")
+
+    commands.add_parser("mock-upstream", help="run the fake OpenAI/Anthropic API for tests and demos", add_help=False)
+
+    config = commands.add_parser("config", help="print the configuration reference")
+    config.add_argument("--format", choices=("markdown", "env"), default="markdown")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "mock-upstream":
+        from gateway.mock_upstream import main as mock_main
+
+        mock_main(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "config":
+        print(render_config_reference(args.format))
+        return
+    sys.exit(serve_gateway(args.host, args.port, args.workers))
+
+
+def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"poolgate: configuration: {problem}", file=sys.stderr)
+        return 2
+    if workers > 1 and settings.store_is_embedded:
+        print(
+            f"poolgate: --workers {workers} needs REDIS_URL: the embedded store lives inside one process, "
+            "so several workers would each have their own pool and queues. Set REDIS_URL or use --workers 1.",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import uvicorn
+
+    from gateway.app import create_app
+
+    options = {
+        "host": host or settings.bind_address,
+        "port": port or settings.port,
+        "http": "httptools",
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "access_log": False,  # query strings may carry a client's key (`?key=`); poolgate logs what matters
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": True,
+        "forwarded_allow_ips": "*",
+        "timeout_keep_alive": 75,
+    }
+    if workers > 1:
+        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+    return 0
+
+
+def render_config_reference(fmt: str) -> str:
+    """The README's configuration table (`markdown`) or the body of `.env.example` (`env`)."""
+    rows = settings_table()
+    if fmt == "env":
+        lines = []
+        for env, default, doc in rows:
+            lines.append(f"# {doc}")
+            lines.append(f"{env}={default}")
+        return "\n".join(lines)
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for env, default, doc in rows:
+        lines.append(f"| `{env}` | {f'`{default}`' if default else '(unset)'} | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

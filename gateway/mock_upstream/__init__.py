@@ -1,0 +1,13 @@
+"""A fake OpenAI- and Anthropic-compatible upstream for poolgate's tests, demos and benchmarks.
+
+It answers like the real APIs (shapes, status codes, error bodies, rate-limit
+headers, SSE framing), records every request it receives, and misbehaves on
+request: a key's text picks its behaviour, e.g. `revoked`, `forbidden`,
+`noquota`, `ratelimited`, `rpm3`, `fail500`, `overloaded`, `delay200`
+(see `behaviour.py`).
+"""
+
+from .launch import MockUpstreamHandle, main, run_mock_upstream_in_thread
+from .server import MockUpstream, RecordedRequest
+
+__all__ = ["MockUpstream", "MockUpstreamHandle", "RecordedRequest", "main", "run_mock_upstream_in_thread"]

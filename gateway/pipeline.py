@@ -1,0 +1,118 @@
+"""The life of a proxied request, top to bottom.
+
+Each stage is a module of its own, with a docstring saying what it decides:
+
+    1. route         gateway.routing          which provider, which upstream path
+    2. filter        gateway.endpoint_filter  only generation endpoints go through
+    3. authenticate  gateway.gatekeeper       who is asking; may they use the proxy
+    4. validate      gateway.validation       model, family, stream; the body parsed once
+    5. admit         gateway.admission        limits, quotas, budgets (reserved)
+    6. lease         keypool                  a healthy key for the family, atomically
+    7. relay         gateway.relay            upstream with the real key; other keys on failure
+                     gateway.delivery         the reply to the client, whole or streamed
+    8. settle        gateway.settlement       the key back, usage recorded
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from gateway.admission import admit
+from gateway.delivery import deliver_read, deliver_stream, deliver_whole
+from gateway.endpoint_filter import EndpointFilter
+from gateway.errors import GatewayError, render_error
+from gateway.gatekeeper import Gatekeeper
+from gateway.relay import Relay
+from gateway.routing import Route
+from gateway.validation import validate_request
+from keypool import KeyPool
+
+
+class ProxyPipeline:
+    def __init__(
+        self,
+        *,
+        endpoint_filter: EndpointFilter,
+        gatekeeper: Gatekeeper,
+        relay: Relay,
+        pool: KeyPool,
+        max_request_bytes: int,
+        proxy_route: str,
+    ) -> None:
+        self._filter = endpoint_filter
+        self._gatekeeper = gatekeeper
+        self._relay = relay
+        self._pool = pool
+        self._max_request_bytes = max_request_bytes
+        self._proxy_route = proxy_route
+
+    async def handle(self, route: Route, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve one proxied request (stage 1, routing, already chose `route`)."""
+        try:
+            method = scope["method"]
+            headers = dict(scope["headers"])
+            query, query_key = _split_query(scope["query_string"])
+            allowed = self._filter.check(route, route.provider, method)
+            identity = self._gatekeeper.authenticate(headers, query_key, _client_ip(scope))
+            body = await _read_body(receive, headers, self._max_request_bytes)
+            call = validate_request(
+                allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route
+            )
+            await admit(call, identity)
+            reply = await self._relay.open(call, headers)
+        except GatewayError as error:
+            await send_gateway_error(send, route.dialect, error)
+            return
+        provider = self._relay.provider(call.provider)
+        if reply.response is None:
+            await deliver_read(reply, send)
+        elif call.stream:
+            await deliver_stream(reply, call, provider, self._pool, send, receive)
+        else:
+            await deliver_whole(reply, call, provider, self._pool, send)
+
+
+async def send_gateway_error(send: Any, dialect: str, error: GatewayError) -> None:
+    status, headers, body = render_error(dialect, error)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _split_query(query_string: bytes) -> tuple[str, str | None]:
+    """The query to forward, and the client's credential if it came as `?key=`, which is never forwarded."""
+    if not query_string:
+        return "", None
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    key = next((value for name, value in pairs if name == "key"), None)
+    if key is None:
+        return query_string.decode("latin-1"), None
+    return urlencode([(n, v) for n, v in pairs if n != "key"]), key
+
+
+def _client_ip(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+async def _read_body(receive: Any, headers: dict[bytes, bytes], limit: int) -> bytes:
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError("invalid_request", "The client went away before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError("too_large", f"The request body is larger than this proxy accepts ({limit} bytes).")

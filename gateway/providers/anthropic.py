@@ -1,0 +1,116 @@
+"""Anthropic's Messages API."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from gateway.providers.base import KeyVerdict, bounded_cooldown, retry_after_sec, seconds_until
+from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, Usage
+
+DEFAULT_VERSION = b"2023-06-01"
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+
+
+class _Tokens(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+    def input_total(self) -> int | None:
+        if self.input_tokens is None:
+            return None
+        return self.input_tokens + (self.cache_creation_input_tokens or 0) + (self.cache_read_input_tokens or 0)
+
+
+class _Message(msgspec.Struct):
+    usage: _Tokens | None = None
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Tokens | None = None
+    message: _Message | None = None  # message_start nests the message
+
+
+_read = msgspec.json.Decoder(_WithUsage).decode
+
+
+class AnthropicStreamReader:
+    """Input tokens from `message_start`, output tokens (cumulative) from `message_delta`."""
+
+    def __init__(self) -> None:
+        self._input = 0
+        self._output = 0
+        self.usage: Usage | None = None
+
+    def read(self, event: bytes) -> bool:
+        if not _USAGE.search(event):
+            return True
+        data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        try:
+            payload = _read(data)
+        except msgspec.DecodeError:
+            return True
+        tokens = payload.usage or (payload.message.usage if payload.message else None)
+        if tokens is not None:
+            total_in = tokens.input_total()
+            if total_in is not None:
+                self._input = total_in
+            if tokens.output_tokens is not None:
+                self._output = tokens.output_tokens
+            self.usage = Usage(self._input, self._output)
+        return True
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(self, base_url: str, cooldown_max_sec: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._cooldown_max = cooldown_max_sec
+
+    def auth_headers(self, lease: KeyLease, client_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-api-key", lease.secret.encode())]
+        if b"anthropic-version" not in client_headers:
+            headers.append((b"anthropic-version", DEFAULT_VERSION))
+        return headers
+
+    def usage_from_body(self, body: bytes) -> Usage | None:
+        try:
+            tokens = _read(body).usage
+        except msgspec.DecodeError:
+            return None
+        if tokens is None or tokens.input_total() is None:
+            return None
+        return Usage(tokens.input_total() or 0, tokens.output_tokens or 0)
+
+    def stream_reader(self, drop_usage_chunk: bool) -> AnthropicStreamReader:
+        return AnthropicStreamReader()
+
+    def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
+        if status == 429:
+            return KeyVerdict(RATE_LIMITED, bounded_cooldown(self._cooldown_hint(headers), self._cooldown_max))
+        if status == 400 and b"credit balance is too low" in body:
+            return KeyVerdict(OVER_QUOTA, reason="upstream: credit balance too low")
+        if status == 401:
+            return KeyVerdict(REVOKED, reason="upstream: 401 invalid key")
+        if status == 403:
+            return KeyVerdict(REVOKED, reason="upstream: 403 forbidden")
+        if status >= 500 or status == 408:  # 529 is Anthropic's "overloaded"
+            return KeyVerdict(FAILED, reason=f"upstream: {status}")
+        return None
+
+    @staticmethod
+    def _cooldown_hint(headers: dict[str, str]) -> float | None:
+        hint = retry_after_sec(headers)
+        if hint is not None:
+            return hint
+        waits = []
+        for kind in ("requests", "tokens", "input-tokens", "output-tokens"):
+            if headers.get(f"anthropic-ratelimit-{kind}-remaining") == "0":
+                reset = seconds_until(headers.get(f"anthropic-ratelimit-{kind}-reset", ""))
+                if reset is not None:
+                    waits.append(reset)
+        return max(waits) if waits else None

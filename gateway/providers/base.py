@@ -1,0 +1,112 @@
+"""What a provider must tell the relay, and the rate-limit header arithmetic they share.
+
+A provider knows how to put a key on a request, how to read usage from a reply
+(whole or streamed), and what an upstream failure says about the key that got
+it. One protocol, one module per provider, like httpx's transports.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+from keypool import KeyLease, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVerdict:
+    """What an upstream failure says about the key: rest it, retire it, or just try again."""
+
+    outcome: str  # keypool outcome: rate_limited | over_quota | revoked | failed
+    cooldown_sec: float = 0.0
+    reason: str = ""
+
+
+class StreamUsageReader(Protocol):
+    usage: Usage | None
+
+    def read(self, event: bytes) -> bool:
+        """Take usage from one SSE event; False when the event must not reach the client."""
+        ...
+
+
+class Provider(Protocol):
+    name: str
+    base_url: str
+
+    def auth_headers(self, lease: KeyLease, client_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]: ...
+
+    def usage_from_body(self, body: bytes) -> Usage | None: ...
+
+    def stream_reader(self, drop_usage_chunk: bool) -> StreamUsageReader: ...
+
+    def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
+        """None when the failure is the client's own (relay it unchanged); else what to do with the key."""
+        ...
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """OpenAI's reset durations: `20s`, `6m0s`, `1h2m3.5s`, `120ms`; a bare number is seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts:
+        return None
+    return sum(float(value) * _UNIT[unit] for value, unit in parts)
+
+
+def seconds_until(timestamp: str) -> float | None:
+    """Seconds from now until an RFC 3339 or HTTP date."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(timestamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(timestamp)
+        except (TypeError, ValueError):
+            return None
+    return moment.timestamp() - time.time()
+
+
+def retry_after_sec(headers: dict[str, str]) -> float | None:
+    """`retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if "retry-after-ms" in headers:
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return seconds_until(value)
+
+
+def bounded_cooldown(seconds: float | None, maximum: float) -> float:
+    """A rest long enough to matter and never longer than the operator allows."""
+    if seconds is None:
+        seconds = 5.0
+    return min(max(seconds, 0.5), maximum)
+
+
+def scrub_secret(body: bytes, secret: str) -> bytes:
+    """Remove a key from text upstream sent back, whole or in the masked forms providers echo."""
+    if not secret:
+        return body
+    for form in {secret, secret[-4:] and f"...{secret[-4:]}", secret[:8]}:
+        if form and len(form) >= 6:
+            body = body.replace(form.encode(), b"***")
+    return body

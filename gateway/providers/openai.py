@@ -1,0 +1,107 @@
+"""OpenAI, and any OpenAI-compatible API reached through `OPENAI_BASE_URL`."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from gateway.providers.base import KeyVerdict, bounded_cooldown, parse_duration, retry_after_sec
+from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, Usage
+
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+
+class _Tokens(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    input_tokens: int = 0  # the Responses API's names
+    output_tokens: int = 0
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Tokens | None = None
+    response: _WithUsage | None = None  # Responses API stream events nest the response
+
+
+_read_usage = msgspec.json.Decoder(_WithUsage).decode
+
+
+def _usage_of(payload: _WithUsage) -> Usage | None:
+    tokens = payload.usage or (payload.response.usage if payload.response else None)
+    if tokens is None:
+        return None
+    return Usage(tokens.prompt_tokens + tokens.input_tokens, tokens.completion_tokens + tokens.output_tokens)
+
+
+class OpenAIStreamReader:
+    """Usage from the stream's usage chunk (or `response.completed`); drops the chunk poolgate asked for."""
+
+    def __init__(self, drop_usage_chunk: bool) -> None:
+        self._drop = drop_usage_chunk
+        self.usage: Usage | None = None
+
+    def read(self, event: bytes) -> bool:
+        if not _USAGE.search(event):
+            return True
+        data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        try:
+            usage = _usage_of(_read_usage(data))
+        except msgspec.DecodeError:
+            return True
+        if usage is not None:
+            self.usage = usage
+            if self._drop and _EMPTY_CHOICES.search(event):
+                return False
+        return True
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, base_url: str, cooldown_max_sec: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._cooldown_max = cooldown_max_sec
+
+    def auth_headers(self, lease: KeyLease, client_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        headers = [(b"authorization", b"Bearer " + lease.secret.encode())]
+        if lease.organization:
+            headers.append((b"openai-organization", lease.organization.encode()))
+        return headers
+
+    def usage_from_body(self, body: bytes) -> Usage | None:
+        try:
+            return _usage_of(_read_usage(body))
+        except msgspec.DecodeError:
+            return None
+
+    def stream_reader(self, drop_usage_chunk: bool) -> OpenAIStreamReader:
+        return OpenAIStreamReader(drop_usage_chunk)
+
+    def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
+        if status == 429:
+            if b"insufficient_quota" in body or b"billing_hard_limit" in body:
+                return KeyVerdict(OVER_QUOTA, reason="upstream: insufficient_quota")
+            return KeyVerdict(RATE_LIMITED, bounded_cooldown(self._cooldown_hint(headers), self._cooldown_max))
+        if status == 401:
+            return KeyVerdict(REVOKED, reason="upstream: 401 invalid key")
+        if status == 403:
+            return KeyVerdict(REVOKED, reason="upstream: 403 forbidden")
+        if status >= 500 or status == 408:
+            return KeyVerdict(FAILED, reason=f"upstream: {status}")
+        return None
+
+    @staticmethod
+    def _cooldown_hint(headers: dict[str, str]) -> float | None:
+        hint = retry_after_sec(headers)
+        if hint is not None:
+            return hint
+        # Rest until whichever exhausted budget resets.
+        waits = []
+        for kind in ("requests", "tokens"):
+            if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
+                reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+                if reset is not None:
+                    waits.append(reset)
+        return max(waits) if waits else None

@@ -1,0 +1,160 @@
+"""Stages 6 and 7, lease and relay: send the call upstream with a real key.
+
+A key is leased for each attempt. When upstream says the key is rate-limited,
+out of quota or revoked, the key is rested or retired and the call moves to
+another key; 5xx answers and broken connections are retried with backoff.
+The client sees none of it unless every attempt fails. What reaches the
+client is the upstream reply as it came — streams event by event — with only
+safe headers and never a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gateway.errors import GatewayError
+from gateway.providers import KeyVerdict, Provider, scrub_secret
+from gateway.upstream_client import UpstreamClient, read_body
+from gateway.validation import UpstreamCall
+from keypool import FAILED, OK, KeyLease, KeyPool, NoKeyAvailable
+
+log = logging.getLogger("poolgate.relay")
+
+# Client headers worth passing on; everything else (cookies, credentials, the client's address) stays here.
+_FORWARDED_REQUEST_HEADERS = frozenset(
+    {b"content-type", b"accept", b"user-agent", b"anthropic-version", b"anthropic-beta", b"openai-beta"}
+)
+# Upstream headers a client may see; rate-limit headers describe a pool key, not the client's allowance.
+_FORWARDED_RESPONSE_HEADERS = frozenset(
+    {"content-type", "x-request-id", "request-id", "openai-processing-ms", "openai-version", "cache-control"}
+)
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    """An upstream answer ready to relay: its lease is held until the body has been relayed and settled."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    lease: KeyLease
+    response: httpx.Response | None  # open, when the body is still to be read
+    body: bytes | None = None  # already read (a client error passed through)
+
+
+class Relay:
+    def __init__(
+        self,
+        pool: KeyPool,
+        providers: dict[str, Provider],
+        clients: dict[str, UpstreamClient],
+        *,
+        upstream_retries: int,
+        max_key_attempts: int,
+    ) -> None:
+        self._pool = pool
+        self._providers = providers
+        self._clients = clients
+        self._upstream_retries = upstream_retries
+        self._max_key_attempts = max_key_attempts
+
+    def provider(self, name: str) -> Provider:
+        return self._providers[name]
+
+    async def open(self, call: UpstreamCall, client_headers: dict[bytes, bytes]) -> UpstreamReply:
+        """Lease a key and get upstream's answer started, moving to other keys as upstream requires."""
+        provider = self._providers[call.provider]
+        client = self._clients[call.provider]
+        url = f"{provider.base_url}{call.path}" + (f"?{call.query}" if call.query else "")
+        forwarded = [(k, v) for k, v in client_headers.items() if k in _FORWARDED_REQUEST_HEADERS or
+                     k.startswith(b"x-stainless-")]
+        forwarded.append((b"accept-encoding", b"identity"))
+        skipped: list[str] = []
+        server_failures = 0
+        last_problem = ""
+        while True:
+            try:
+                lease = await self._pool.lease_key(call.provider, call.family, tuple(skipped))
+            except NoKeyAvailable as none:
+                raise _no_key_error(call, none, last_problem) from None
+            headers = forwarded + provider.auth_headers(lease, client_headers)
+            try:
+                response = await client.send(call.method, url, headers, call.body)
+            except httpx.HTTPError as exc:
+                await self._pool.settle(lease, call.family, FAILED)
+                server_failures += 1
+                last_problem = f"could not reach upstream ({type(exc).__name__})"
+                log.warning("upstream %s: %s on key %s", call.provider, type(exc).__name__, lease.key_id)
+                await self._back_off_or_fail(call, server_failures, last_problem)
+                continue
+            if response.status_code < 400:
+                return UpstreamReply(response.status_code, _safe_headers(response), lease, response)
+
+            body = await read_body(response)
+            await response.aclose()
+            verdict = provider.judge_failure(response.status_code, _header_dict(response), body)
+            if verdict is None:  # the client's own mistake: it gets upstream's answer, minus any key
+                await self._pool.settle(lease, call.family, OK)
+                body = scrub_secret(body, lease.secret)
+                return UpstreamReply(response.status_code, _safe_headers(response), lease, None, body)
+            await self._settle_failure(lease, call, verdict)
+            last_problem = f"upstream answered {response.status_code}"
+            if verdict.outcome == FAILED:
+                server_failures += 1
+                await self._back_off_or_fail(call, server_failures, last_problem)
+            else:
+                skipped.append(lease.key_id)
+                if len(skipped) >= self._max_key_attempts:
+                    raise GatewayError(
+                        "upstream_failed",
+                        f"Upstream refused {len(skipped)} keys in a row for {call.family} "
+                        f"(last: {response.status_code}). Try again later.",
+                    )
+
+    async def _settle_failure(self, lease: KeyLease, call: UpstreamCall, verdict: KeyVerdict) -> None:
+        status = await self._pool.settle(
+            lease, call.family, verdict.outcome, cooldown_sec=verdict.cooldown_sec, reason=verdict.reason
+        )
+        if verdict.outcome != FAILED:
+            log.warning("key %s is now %s (%s)", lease.key_id, status, verdict.reason or verdict.outcome)
+
+    async def _back_off_or_fail(self, call: UpstreamCall, failures: int, problem: str) -> None:
+        if failures > self._upstream_retries:
+            raise GatewayError(
+                "upstream_failed", f"The upstream {call.provider} API failed after {failures} attempts: {problem}."
+            )
+        await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 2.0))
+
+
+def _no_key_error(call: UpstreamCall, none: NoKeyAvailable, last_problem: str) -> GatewayError:
+    if none.reason == "no_keys":
+        return GatewayError("no_key", f"No key in the pool can serve {call.family} models ({call.provider}).")
+    retry = none.retry_after_sec or None
+    detail = f" after {last_problem}" if last_problem else ""
+    return GatewayError(
+        "no_key",
+        f"Every key that can serve {call.family} is resting{detail}; try again"
+        + (f" in {max(1, round(retry))} s." if retry else " later."),
+        retry_after_sec=retry,
+    )
+
+
+def _header_dict(response: httpx.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items()}
+
+
+def _safe_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    return [
+        (k.lower(), v) for k, v in response.headers.raw if k.lower().decode("latin-1") in _FORWARDED_RESPONSE_HEADERS
+    ]
+
+
+async def close_quietly(response: Any) -> None:
+    try:
+        await response.aclose()
+    except Exception:  # the connection is being dropped anyway
+        pass

@@ -1,0 +1,31 @@
+"""The key pool: keys and their state, selection and leases, cooldowns."""
+
+from keypool.keys import ConfiguredKey, mask_secret, parse_keys
+from keypool.pool import (
+    FAILED,
+    OK,
+    OVER_QUOTA,
+    RATE_LIMITED,
+    REVOKED,
+    KeyLease,
+    KeyPool,
+    NoKeyAvailable,
+    Usage,
+)
+from keypool.schema import PoolSchema
+
+__all__ = [
+    "FAILED",
+    "OK",
+    "OVER_QUOTA",
+    "RATE_LIMITED",
+    "REVOKED",
+    "ConfiguredKey",
+    "KeyLease",
+    "KeyPool",
+    "NoKeyAvailable",
+    "PoolSchema",
+    "Usage",
+    "mask_secret",
+    "parse_keys",
+]

@@ -1,0 +1,59 @@
+"""Keeping leases alive while their requests run.
+
+A lease expires unless renewed, so a crashed process cannot hold key capacity
+for ever. Every live lease of this process is renewed in one command, a few
+times per TTL, by one background task: a request costs nothing extra for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("poolgate.keypool")
+
+
+class LeaseKeeper:
+    def __init__(self, redis: Any, leases_key: str, ttl_sec: float) -> None:
+        self._redis = redis
+        self._leases_key = leases_key
+        self._ttl_ms = int(ttl_sec * 1000)
+        self._interval = max(ttl_sec / 3, 0.05)
+        self._live: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def hold(self, lease_id: str) -> None:
+        self._live.add(lease_id)
+
+    def drop(self, lease_id: str) -> None:
+        self._live.discard(lease_id)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._renew_forever(), name="poolgate-lease-keeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def renew_now(self) -> None:
+        if not self._live:
+            return
+        expires = int(time.time() * 1000) + self._ttl_ms
+        mapping = dict.fromkeys(self._live, expires)
+        # XX: a lease that was already reaped or settled stays gone.
+        await self._redis.zadd(self._leases_key, mapping, xx=True)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.renew_now()
+            except Exception as exc:  # the store may blip; the next round tries again
+                log.warning("could not renew key leases: %s", type(exc).__name__)

@@ -1,0 +1,203 @@
+"""The key pool: which keys exist, which may be used now, and leases on them.
+
+Every decision that reads and changes shared state is one Lua script, so any
+number of gateway processes sharing one Redis act as one pool: leasing a key
+(`lease_key.lua`) and giving it back with what the request learned
+(`settle_lease.lua`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keypool.keys import ConfiguredKey, mask_secret
+from keypool.leases import LeaseKeeper
+from keypool.schema import PoolSchema
+
+_HERE = Path(__file__).parent
+
+# What a finished attempt tells the pool about its key.
+OK = "ok"
+FAILED = "failed"
+RATE_LIMITED = "rate_limited"
+OVER_QUOTA = "over_quota"
+REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLease:
+    """The right to send one request with one key, until settled or expired."""
+
+    lease_id: str
+    key_id: str
+    provider: str
+    secret: str
+    organization: str
+
+
+class NoKeyAvailable(Exception):
+    """No key may serve this request now.
+
+    `reason` is "no_keys" when none ever could (not configured, or all revoked),
+    "unavailable" when some are only resting; `retry_after_sec` is when the
+    first of those comes back, if known.
+    """
+
+    def __init__(self, reason: str, retry_after_sec: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_sec = retry_after_sec
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class KeyPool:
+    def __init__(self, redis: Any, schema: PoolSchema, lease_ttl_sec: float) -> None:
+        self._redis = redis
+        self.schema = schema
+        self._lease_ttl_ms = int(lease_ttl_sec * 1000)
+        self._lease_script = redis.register_script((_HERE / "lease_key.lua").read_text())
+        self._settle_script = redis.register_script((_HERE / "settle_lease.lua").read_text())
+        self.keeper = LeaseKeeper(redis, schema.leases, lease_ttl_sec)
+
+    async def register_configured(self, keys: list[ConfiguredKey]) -> None:
+        """Make the pool hold exactly the configured keys (plus any added at runtime).
+
+        A key already known keeps its state and counters, so a restart or a
+        second replica does not forget that a key was revoked.
+        """
+        now = _now_ms()
+        by_provider: dict[str, set[str]] = {"openai": set(), "anthropic": set()}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                by_provider[key.provider].add(key.key_id)
+                h = self.schema.key(key.key_id)
+                pipe.hsetnx(h, "status", "active")
+                pipe.hsetnx(h, "added_at", now)
+                pipe.hsetnx(h, "families", "*")
+                pipe.hset(
+                    h,
+                    mapping={
+                        "provider": key.provider,
+                        "secret": key.secret,
+                        "organization": key.organization,
+                        "source": "config",
+                    },
+                )
+                pipe.sadd(self.schema.provider_keys(key.provider), key.key_id)
+            await pipe.execute()
+        # Keys that came from an older configuration and are no longer in it leave the pool.
+        for provider, wanted in by_provider.items():
+            for kid in await self._redis.smembers(self.schema.provider_keys(provider)):
+                kid = kid.decode() if isinstance(kid, bytes) else kid
+                source = await self._redis.hget(self.schema.key(kid), "source")
+                if kid not in wanted and source in (b"config", "config", None):
+                    await self._redis.srem(self.schema.provider_keys(provider), kid)
+                    await self._redis.delete(self.schema.key(kid))
+
+    async def lease_key(self, provider: str, family: str, skip: tuple[str, ...] = ()) -> KeyLease:
+        """Lease the best key for the family, or raise NoKeyAvailable. One round trip."""
+        nonce = secrets.token_hex(6)
+        result = await self._lease_script(
+            keys=[self.schema.provider_keys(provider), self.schema.leases],
+            args=[_now_ms(), family, self._lease_ttl_ms, nonce, self.schema.key_hash_prefix, ",".join(skip)],
+        )
+        if int(result[0]) != 1:
+            reason = _text(result[1])
+            raise NoKeyAvailable(reason, max(int(result[2]), 0) / 1000)
+        lease = KeyLease(
+            lease_id=_text(result[2]),
+            key_id=_text(result[1]),
+            provider=provider,
+            secret=_text(result[3]),
+            organization=_text(result[4]),
+        )
+        self.keeper.hold(lease.lease_id)
+        return lease
+
+    async def settle(
+        self,
+        lease: KeyLease,
+        family: str,
+        outcome: str = OK,
+        *,
+        usage: Usage | None = None,
+        cooldown_sec: float = 0.0,
+        reason: str = "",
+    ) -> str | None:
+        """Give the lease back, record usage and what the attempt taught about the key. One round trip."""
+        self.keeper.drop(lease.lease_id)
+        counted = usage is not None
+        usage = usage or Usage()
+        status = await self._settle_script(
+            keys=[
+                self.schema.key(lease.key_id),
+                self.schema.leases,
+                self.schema.family_usage(family),
+                self.schema.total_usage,
+            ],
+            args=[
+                lease.lease_id,
+                outcome,
+                _now_ms() + int(cooldown_sec * 1000),
+                1 if counted else 0,
+                usage.input_tokens,
+                usage.output_tokens,
+                reason[:200],
+            ],
+        )
+        return _text(status) if status else None
+
+    async def describe_keys(self) -> list[dict[str, Any]]:
+        """Every key's state for operators and tests; the secret appears only masked."""
+        views = []
+        for provider in ("openai", "anthropic"):
+            for kid in sorted(_text(k) for k in await self._redis.smembers(self.schema.provider_keys(provider))):
+                raw = await self._redis.hgetall(self.schema.key(kid))
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+                if not fields:
+                    continue
+                views.append(
+                    {
+                        "id": kid,
+                        "provider": provider,
+                        "key": mask_secret(fields.get("secret", "")),
+                        "organization": fields.get("organization") or None,
+                        "status": fields.get("status", "active"),
+                        "status_reason": fields.get("status_reason") or None,
+                        "cooldown_until_ms": int(fields.get("cooldown_until") or 0),
+                        "families": fields.get("families", "*").split(","),
+                        "inflight": int(fields.get("inflight") or 0),
+                        "last_used_ms": int(fields.get("last_used") or 0),
+                        "prompts": int(fields.get("prompts") or 0),
+                        "input_tokens": int(fields.get("input_tokens") or 0),
+                        "output_tokens": int(fields.get("output_tokens") or 0),
+                    }
+                )
+        return views
+
+    async def usage_totals(self) -> dict[str, int]:
+        raw = await self._redis.hgetall(self.schema.total_usage)
+        totals = {_text(k): int(v) for k, v in raw.items()}
+        return {name: totals.get(name, 0) for name in ("prompts", "input_tokens", "output_tokens")}
+
+    async def family_usage(self, family: str) -> dict[str, int]:
+        raw = await self._redis.hgetall(self.schema.family_usage(family))
+        totals = {_text(k): int(v) for k, v in raw.items()}
+        return {name: totals.get(name, 0) for name in ("prompts", "input_tokens", "output_tokens")}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

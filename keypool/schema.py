@@ -1,0 +1,40 @@
+"""Every Redis key the key pool writes, built in one place under one prefix.
+
+    {prefix}keys:{provider}      SET   ids of the provider's keys
+    {prefix}key:{id}             HASH  one key: provider, secret, organization, families, status,
+                                       cooldown_until (ms), inflight, last_used (ms), source, added_at,
+                                       status_reason, prompts, input_tokens, output_tokens
+    {prefix}leases               ZSET  lease id ("{key id}:{nonce}") -> expiry time (ms)
+    {prefix}usage:family:{name}  HASH  prompts, input_tokens, output_tokens served for a model family
+    {prefix}usage:total          HASH  the same over everything
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSchema:
+    prefix: str = "poolgate:"
+
+    def provider_keys(self, provider: str) -> str:
+        return f"{self.prefix}keys:{provider}"
+
+    @property
+    def key_hash_prefix(self) -> str:
+        return f"{self.prefix}key:"
+
+    def key(self, key_id: str) -> str:
+        return f"{self.prefix}key:{key_id}"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    def family_usage(self, family: str) -> str:
+        return f"{self.prefix}usage:family:{family}"
+
+    @property
+    def total_usage(self) -> str:
+        return f"{self.prefix}usage:total"

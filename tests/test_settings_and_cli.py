@@ -1,0 +1,146 @@
+"""Configuration is checked at start-up, documented from one source, and the CLI runs the real thing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.cli import render_config_reference
+from gateway.settings import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_poolgate(*args: str, env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in _all_setting_names()}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",  # no .env file here
+    )
+
+
+def _all_setting_names() -> set[str]:
+    return {row.split("=")[0] for row in render_config_reference("env").splitlines() if not row.startswith("#")}
+
+
+def test_every_configuration_problem_is_reported_on_its_own_line():
+    result = run_poolgate(
+        "serve", env={"GATEKEEPER": "proxy_key", "PORT": "eighty", "OPENAI_BASE_URL": "api.openai.com"}
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any("GATEKEEPER=proxy_key needs PROXY_KEY" in line for line in lines)
+    assert any("PORT='eighty'" in line for line in lines)
+    assert any("OPENAI_BASE_URL" in line for line in lines)
+    assert len(lines) == 3
+    assert "Traceback" not in result.stderr
+
+
+def test_several_workers_need_redis():
+    result = run_poolgate("serve", "--workers", "2", env={})
+    assert result.returncode == 2
+    assert "--workers 2 needs REDIS_URL" in result.stderr
+
+
+def test_settings_come_from_a_dotenv_file_under_the_environment(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("GATEKEEPER=proxy_key\nPROXY_KEY=from-file\nPORT=9999\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PORT", "7000")
+    settings = Settings.from_env()
+    assert settings.proxy_key == "from-file" and settings.port == 7000
+
+
+def test_unknown_gatekeeper_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"GATEKEEPER": "user_tokens"}, env_file=None)
+    assert "GATEKEEPER='user_tokens'" in caught.value.problems[0]
+
+
+def test_public_view_never_contains_a_secret():
+    settings = Settings.from_env(
+        {"OPENAI_KEY": "sk-hidden-1", "PROXY_KEY": "pw-hidden", "GATEKEEPER": "proxy_key", "ADMIN_KEY": "adm-hidden",
+         "REDIS_URL": "redis://:pw-redis@localhost:6379"},
+        env_file=None,
+    )
+    shown = repr(settings.public_view())
+    for secret in ("sk-hidden-1", "pw-hidden", "adm-hidden", "pw-redis"):
+        assert secret not in shown
+
+
+def test_readme_configuration_table_matches_the_settings():
+    readme = (ROOT / "README.md").read_text()
+    table = render_config_reference("markdown")
+    assert table in readme, "regenerate the README table with `poolgate config`"
+
+
+def test_env_example_lists_every_variable_with_its_default():
+    example = (ROOT / ".env.example").read_text()
+    assert render_config_reference("env") in example, "regenerate with `poolgate config --format env`"
+
+
+def test_readme_quick_start_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"python3 -m pytest[^\n`#]*", readme)
+    assert command is not None
+    assert command.group(0).strip() in (ROOT / ".ci" / "run").read_text()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_until_listening(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
+
+
+def test_poolgate_serve_and_mock_upstream_work_from_the_command_line(tmp_path):
+    mock_port, gateway_port = free_port(), free_port()
+    clean = {k: v for k, v in os.environ.items() if k not in _all_setting_names()}
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(mock_port)],
+        env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    env = {**clean, "OPENAI_KEY": "sk-cli-test-0001", "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}",
+           "GATEKEEPER": "proxy_key", "PROXY_KEY": "cli-pass", "PORT": str(gateway_port), "BIND_ADDRESS": "127.0.0.1"}
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
+        _wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
+        assert httpx.get(f"http://127.0.0.1:{gateway_port}/health").json()["status"] == "ok"
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/proxy/openai/v1", api_key="cli-pass")
+        reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content
+    finally:
+        for proc in (gateway, mock):
+            proc.terminate()
+        logs = "".join(proc.communicate(timeout=15)[1] for proc in (gateway, mock))
+    assert "sk-cli-test-0001" not in logs, "a key must never appear in a log line"
+    assert "cli-pass" not in logs
