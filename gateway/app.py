@@ -41,7 +41,10 @@ class PoolgateApp:
         self.pool: KeyPool | None = None
         self._pipeline: ProxyPipeline | None = None
         self._clients: dict[str, UpstreamClient] = {}
-        self.litestar = Litestar(route_handlers=[health], lifespan=[self._lifespan], debug=False)
+        # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
+        self.litestar = Litestar(
+            route_handlers=[health], lifespan=[self._lifespan], debug=False, logging_config=None
+        )
         self.litestar.state.poolgate = self
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

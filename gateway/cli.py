@@ -51,6 +51,11 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
             file=sys.stderr,
         )
         return 2
+    if not settings.store_is_embedded:
+        unreachable = store_problem(settings.redis_url)
+        if unreachable:
+            print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -66,7 +71,7 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
         "access_log": False,  # query strings may carry a client's key (`?key=`); poolgate logs what matters
         "log_level": settings.log_level.lower(),
         "proxy_headers": True,
-        "forwarded_allow_ips": "*",
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         "timeout_keep_alive": 75,
     }
     if workers > 1:
@@ -74,6 +79,17 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
     else:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
     return 0
+
+
+def store_problem(redis_url: str) -> str | None:
+    """Why the store cannot be reached, in one line without its password; None when it answers."""
+    import redis
+
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {str(exc).replace(redis_url, '<REDIS_URL>')}"
+    return None
 
 
 def render_config_reference(fmt: str) -> str:

@@ -87,6 +87,11 @@ class Settings:
     lease_ttl_sec: float = _setting(
         "LEASE_TTL_SEC", 60.0, "A key lease expires after this unless its process renews it (crash safety)"
     )
+    forwarded_allow_ips: str = _setting(
+        "FORWARDED_ALLOW_IPS", "*",
+        "Proxies whose `X-Forwarded-For` names the client (`*`: any; set your load balancer's address "
+        "when clients can reach poolgate directly)",
+    )
     log_level: str = _setting("LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`")
 
     @property

@@ -122,3 +122,27 @@ def test_no_keys_configured_is_503(start_gateway, upstream):
     reply = httpx.post(gateway.url + "/proxy/anthropic/v1/messages", json=MESSAGE)
     assert reply.status_code == 503
     assert reply.json()["error"]["type"] == "overloaded_error"
+
+
+def test_no_secret_reaches_a_log_line_or_a_response_during_failover(start_gateway, upstream, caplog):
+    secrets = ["sk-revoked-logscan-0001", "sk-ratelimited-logscan-0002", "sk-noquota-logscan-0003",
+               "sk-healthy-logscan-0004"]
+    caplog.set_level("DEBUG")
+    gateway = start_gateway(OPENAI_KEY=",".join(secrets), GATEKEEPER="proxy_key", PROXY_KEY="pw-logscan")
+    replies = [httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers={"x-api-key": "pw-logscan"})
+               for _ in range(6)]
+    replies.append(httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o"},
+                              headers={"x-api-key": "pw-logscan"}))
+    assert [r.status_code for r in replies] == [200] * 6 + [400]
+    everything = caplog.text + "".join(r.text + repr(r.headers) for r in replies)
+    for secret in [*secrets, "pw-logscan"]:
+        assert secret not in everything
+    assert "is now revoked" in caplog.text, "the failover is logged, by key id"
+
+
+def test_an_upstream_error_that_echoes_the_key_is_scrubbed():
+    from gateway.providers import scrub_secret
+
+    body = b'{"error": {"message": "Incorrect API key provided: sk-live-abcdefgh1234. or ...1234"}}'
+    cleaned = scrub_secret(body, "sk-live-abcdefgh1234")
+    assert b"abcdefgh" not in cleaned and b"...1234" not in cleaned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -136,18 +137,42 @@ def test_anthropic_sdk_with_the_gateway_root_as_base_url(gateway, upstream):
     assert upstream.requests[-1]["path"] == "/v1/messages"
 
 
-def test_non_streaming_body_is_relayed_byte_exact(gateway, upstream):
-    import httpx
+def test_non_streaming_body_is_relayed_byte_exact(start_gateway):
+    """Whitespace, key order and escapes as upstream wrote them: the body is not re-encoded."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "exact bytes"}]}
-    through = httpx.post(
-        gateway.url + "/proxy/openai/v1/chat/completions", json=body, headers={"authorization": "Bearer let-me-in"}
-    )
-    direct = httpx.post(
-        upstream.url + "/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-test-openai-aaaa1111"}
-    )
-    assert through.status_code == direct.status_code == 200
-    # The fake upstream answers deterministically except for ids and timestamps; compare the shape byte-wise.
-    assert through.headers["content-type"] == direct.headers["content-type"]
-    assert len(through.content) == len(direct.content)
-    assert through.json()["choices"] == direct.json()["choices"]
+    odd = b'{ "usage": {"prompt_tokens": 3, "completion_tokens": 2},\n  "id": "x",  "text": "caf\\u00e9 \xe2\x9c\x93" }'
+
+    class Upstream(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(odd)))
+            self.end_headers()
+            self.wfile.write(odd)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = start_gateway(OPENAI_KEY="sk-exact-0001", OPENAI_BASE_URL=f"http://127.0.0.1:{server.server_port}")
+        reply = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+        assert reply.content == odd
+        assert gateway.usage_totals() == {"prompts": 1, "input_tokens": 3, "output_tokens": 2}
+    finally:
+        server.shutdown()
+
+
+def test_usage_is_recorded_per_model_family(gateway):
+    client = openai_client(gateway)
+    client.chat.completions.create(model="gpt-4o-mini-2024-07-18", messages=[{"role": "user", "content": "a"}])
+    client.chat.completions.create(model="gpt-4o-2024-08-06", messages=[{"role": "user", "content": "b"}])
+    client.embeddings.create(model="text-embedding-3-small", input="c")
+    families = ("gpt-4o-mini", "gpt-4o", "embeddings")
+    by_family = {f: gateway.run(gateway.app.pool.family_usage(f))["prompts"] for f in families}
+    assert by_family == {"gpt-4o-mini": 1, "gpt-4o": 1, "embeddings": 1}
+    assert gateway.usage_totals()["prompts"] == 3

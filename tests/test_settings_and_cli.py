@@ -144,3 +144,46 @@ def test_poolgate_serve_and_mock_upstream_work_from_the_command_line(tmp_path):
         logs = "".join(proc.communicate(timeout=15)[1] for proc in (gateway, mock))
     assert "sk-cli-test-0001" not in logs, "a key must never appear in a log line"
     assert "cli-pass" not in logs
+
+
+def test_an_unreachable_redis_is_one_clear_line_without_its_password():
+    port = free_port()  # nothing listens there
+    result = run_poolgate("serve", env={"REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"})
+    assert result.returncode == 2
+    assert "cannot use REDIS_URL" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_several_workers_share_one_redis(redis_server, tmp_path):
+    if redis_server is None:
+        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this test")
+    mock_port, gateway_port = free_port(), free_port()
+    clean = {k: v for k, v in os.environ.items() if k not in _all_setting_names()}
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(mock_port)],
+        env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    env = {**clean, "OPENAI_KEY": "sk-workers-0001", "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}",
+           "REDIS_URL": redis_server, "REDIS_PREFIX": f"workers-{gateway_port}:", "PORT": str(gateway_port),
+           "BIND_ADDRESS": "127.0.0.1"}
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
+        _wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
+        chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(20):  # fresh connections, so both workers take some
+            reply = httpx.post(f"http://127.0.0.1:{gateway_port}/v1/chat/completions", json=chat)
+            assert reply.status_code == 200
+        import redis
+
+        totals = redis.Redis.from_url(redis_server).hgetall(f"workers-{gateway_port}:usage:total")
+        assert int(totals[b"prompts"]) == 20, "every worker accounts into the one shared store"
+    finally:
+        for proc in (gateway, mock):
+            proc.terminate()
+        for proc in (gateway, mock):
+            proc.communicate(timeout=15)

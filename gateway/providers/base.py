@@ -106,7 +106,8 @@ def scrub_secret(body: bytes, secret: str) -> bytes:
     """Remove a key from text upstream sent back, whole or in the masked forms providers echo."""
     if not secret:
         return body
-    for form in {secret, secret[-4:] and f"...{secret[-4:]}", secret[:8]}:
-        if form and len(form) >= 6:
+    # The whole key first: replacing a prefix first would leave the rest of the key behind.
+    for form in (secret, f"...{secret[-4:]}", secret[:8]):
+        if len(form) >= 6:
             body = body.replace(form.encode(), b"***")
     return body
