@@ -104,6 +104,14 @@ class PoolgateApp:
             "embedded (single process)" if s.store_is_embedded else "redis",
         )
 
+    async def queue_stats(self) -> dict[str, dict[str, Any]]:
+        """Per model family: {"in_queue": int, "estimated_wait_sec": float, "recent_waits": [[unix_time, sec]...]}.
+
+        Families with nobody waiting and no recent waits may be absent.
+        """
+        queues = getattr(self, "queues", None)
+        return await queues.stats() if queues is not None else {}
+
     async def stop(self) -> None:
         if self.pool is not None:
             await self.pool.keeper.stop()

@@ -37,7 +37,7 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     finally:
         await close_quietly(reply.response)
     await _send_complete(send, reply.status, reply.headers, body)
-    await settle_usage(pool, reply.lease, call.family, provider.usage_from_body(body))
+    await settle_usage(pool, reply.lease, call.family, provider.usage_from_body(body), call.identity)
 
 
 async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
@@ -74,7 +74,7 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
     finally:
         # Runs on completion, on upstream failure and on cancellation by a client hang-up alike.
         await close_quietly(reply.response)
-        await asyncio.shield(settle_usage(pool, reply.lease, call.family, reader.usage))
+        await asyncio.shield(settle_usage(pool, reply.lease, call.family, reader.usage, call.identity))
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -59,6 +59,7 @@ class ProxyPipeline:
             call = validate_request(
                 allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route
             )
+            call.identity = identity.id
             await admit(call, identity)
             reply = await self._relay.open(call, headers)
         except GatewayError as error:

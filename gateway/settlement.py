@@ -15,8 +15,8 @@ from keypool import OK, KeyLease, KeyPool, Usage
 log = logging.getLogger("poolgate.settle")
 
 
-async def settle_usage(pool: KeyPool, lease: KeyLease, family: str, usage: Usage | None) -> None:
+async def settle_usage(pool: KeyPool, lease: KeyLease, family: str, usage: Usage | None, identity: str) -> None:
     try:
-        await pool.settle(lease, family, OK, usage=usage or Usage())
+        await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity)
     except Exception as exc:  # the reply has gone out; the lease will expire by itself
         log.error("could not settle lease of key %s: %s", lease.key_id, type(exc).__name__)

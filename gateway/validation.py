@@ -38,6 +38,7 @@ class UpstreamCall:
     stream: bool
     drop_usage_chunk: bool  # poolgate asked for stream usage; the client did not, so it must not see it
     endpoint: str
+    identity: str = ""  # who it is for (set once authenticated): fairness, limits, "people active now"
 
 
 def validate_request(

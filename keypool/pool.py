@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ class KeyPool:
         self._lease_script = redis.register_script((_HERE / "lease_key.lua").read_text())
         self._settle_script = redis.register_script((_HERE / "settle_lease.lua").read_text())
         self.keeper = LeaseKeeper(redis, schema.leases, lease_ttl_sec)
+        # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
+        self.on_retired: Callable[[str, str], Awaitable[None]] | None = None
 
     async def register_configured(self, keys: list[ConfiguredKey]) -> None:
         """Make the pool hold exactly the configured keys (plus any added at runtime).
@@ -136,6 +139,7 @@ class KeyPool:
         usage: Usage | None = None,
         cooldown_sec: float = 0.0,
         reason: str = "",
+        identity: str = "",
     ) -> str | None:
         """Give the lease back, record usage and what the attempt taught about the key. One round trip."""
         self.keeper.drop(lease.lease_id)
@@ -147,6 +151,7 @@ class KeyPool:
                 self.schema.leases,
                 self.schema.family_usage(family),
                 self.schema.total_usage,
+                self.schema.active_identities,
             ],
             args=[
                 lease.lease_id,
@@ -156,9 +161,14 @@ class KeyPool:
                 usage.input_tokens,
                 usage.output_tokens,
                 reason[:200],
+                identity if counted else "",
+                _now_ms(),
             ],
         )
-        return _text(status) if status else None
+        new_status = _text(status) if status else None
+        if outcome in (OVER_QUOTA, REVOKED) and new_status == outcome and self.on_retired is not None:
+            await self.on_retired(lease.key_id, outcome)
+        return new_status
 
     async def describe_keys(self) -> list[dict[str, Any]]:
         """Every key's state for operators and tests; the secret appears only masked."""
@@ -187,6 +197,10 @@ class KeyPool:
                     }
                 )
         return views
+
+    async def active_identities(self, window_sec: float) -> int:
+        """How many identities were served within the last `window_sec` seconds."""
+        return int(await self._redis.zcount(self.schema.active_identities, _now_ms() - int(window_sec * 1000), "+inf"))
 
     async def usage_totals(self) -> dict[str, int]:
         raw = await self._redis.hgetall(self.schema.total_usage)

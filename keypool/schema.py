@@ -7,6 +7,7 @@
     {prefix}leases               ZSET  lease id ("{key id}:{nonce}") -> expiry time (ms)
     {prefix}usage:family:{name}  HASH  prompts, input_tokens, output_tokens served for a model family
     {prefix}usage:total          HASH  the same over everything
+    {prefix}active               ZSET  identity -> last time (ms) it was served; "people active now"
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class PoolSchema:
     @property
     def total_usage(self) -> str:
         return f"{self.prefix}usage:total"
+
+    @property
+    def active_identities(self) -> str:
+        return f"{self.prefix}active"

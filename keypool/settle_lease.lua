@@ -7,6 +7,7 @@
 -- KEYS[2]  the lease expiry set            ({prefix}leases)
 -- KEYS[3]  the family's usage hash         ({prefix}usage:family:{family})
 -- KEYS[4]  the total usage hash            ({prefix}usage:total)
+-- KEYS[5]  identities recently served      ({prefix}active)
 -- ARGV[1]  lease id
 -- ARGV[2]  outcome: ok | failed | rate_limited | over_quota | revoked
 -- ARGV[3]  cooldown end, ms (with rate_limited)
@@ -14,6 +15,8 @@
 -- ARGV[5]  input tokens
 -- ARGV[6]  output tokens
 -- ARGV[7]  why, a short text kept as status_reason (with over_quota / revoked)
+-- ARGV[8]  the identity served ("" for none), recorded with ARGV[9]
+-- ARGV[9]  now, ms; identities not served for an hour are dropped
 --
 -- Returns the key's status after the update.
 
@@ -33,6 +36,11 @@ if ARGV[4] == '1' then
     redis.call('HINCRBY', h, 'input_tokens', input)
     redis.call('HINCRBY', h, 'output_tokens', output)
   end
+end
+if ARGV[8] ~= '' then
+  local now = tonumber(ARGV[9])
+  redis.call('ZADD', KEYS[5], now, ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 3600000)
 end
 if not status then return false end
 
