@@ -10,6 +10,7 @@ and admin API as they arrive) and runs start-up and shut-down.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 from litestar import Litestar, Request, get
 
 from gateway import __version__
+from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
 from gateway.gatekeeper import Gatekeeper
+from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
 from gateway.pipeline import ProxyPipeline, send_gateway_error
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
@@ -28,6 +31,8 @@ from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
 from keypool import KeyPool, PoolSchema, parse_keys
+from queues.waiting import FamilyQueues
+from web.routes import StatusPage, status_routes
 
 log = logging.getLogger("poolgate")
 
@@ -39,13 +44,19 @@ class PoolgateApp:
         self.settings = settings
         self.store: Any = None
         self.pool: KeyPool | None = None
+        self.key_checks: KeyChecks = KeyChecksOff()
+        self.queues: FamilyQueues | None = None
         self._pipeline: ProxyPipeline | None = None
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
-            route_handlers=[health], lifespan=[self._lifespan], debug=False, logging_config=None
+            openapi_config=ADMIN_OPENAPI_CONFIG,
+            route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None
         )
         self.litestar.state.poolgate = self
+        self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
+        self.status_page = StatusPage(self)
+        self.started_at = time.time()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -72,18 +83,34 @@ class PoolgateApp:
 
     async def start(self) -> None:
         s = self.settings
+        self.started_at = time.time()
         self.store = open_store(s.redis_url)
-        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec)
+        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec, key_concurrency=s.key_concurrency)
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         await self.pool.register_configured(keys)
         self.pool.keeper.start()
+        # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
+        self.key_checks = build_key_checks(s, self.store)
+        self.pool.on_retired = self.key_checks.retired
+        await self.key_checks.start()
         providers = {
             "openai": OpenAIProvider(s.openai_base_url, s.key_cooldown_max_sec),
             "anthropic": AnthropicProvider(s.anthropic_base_url, s.key_cooldown_max_sec),
         }
         self._clients = {name: UpstreamClient(timeout_sec=s.upstream_timeout_sec) for name in providers}
+        self.queues = FamilyQueues(
+            self.store,
+            self.pool,
+            user_concurrency_limit=s.user_concurrency_limit,
+            queue_timeout_sec=s.queue_timeout_sec,
+            heartbeat_interval_sec=s.heartbeat_interval_sec,
+            tokens_punishment_factor=s.tokens_punishment_factor,
+            ticket_ttl_sec=s.queue_ticket_ttl_sec,
+        )
+        await self.queues.start()
         relay = Relay(
             self.pool,
+            self.queues,
             providers,  # type: ignore[arg-type]
             self._clients,
             upstream_retries=s.upstream_retries,
@@ -96,6 +123,7 @@ class PoolgateApp:
             pool=self.pool,
             max_request_bytes=s.max_request_bytes,
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
+            allowed_families=frozenset(s.allowed_model_families),
         )
         counts = {p: sum(1 for k in keys if k.provider == p) for p in ("openai", "anthropic")}
         log.info(
@@ -109,10 +137,12 @@ class PoolgateApp:
 
         Families with nobody waiting and no recent waits may be absent.
         """
-        queues = getattr(self, "queues", None)
-        return await queues.stats() if queues is not None else {}
+        return await self.queues.stats() if self.queues is not None else {}
 
     async def stop(self) -> None:
+        await self.key_checks.stop()
+        if self.queues is not None:
+            await self.queues.stop()
         if self.pool is not None:
             await self.pool.keeper.stop()
         for client in self._clients.values():

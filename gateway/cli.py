@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, help="port (default: PORT, 7860)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs REDIS_URL)")
 
+    worker = commands.add_parser("worker", help="run key checks: rq worker + rq cron scheduler (needs REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="check what is due and what is queued, then exit")
+
     commands.add_parser("mock-upstream", help="run the fake OpenAI/Anthropic API for tests and demos", add_help=False)
 
     config = commands.add_parser("config", help="print the configuration reference")
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "worker":
+        sys.exit(start_worker(args.burst))
     if args.command == "config":
         print(render_config_reference(args.format))
         return
@@ -79,6 +84,26 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
     else:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
     return 0
+
+
+def start_worker(burst: bool) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"poolgate: configuration: {problem}", file=sys.stderr)
+        return 2
+    if not settings.store_is_embedded:
+        unreachable = store_problem(settings.redis_url)
+        if unreachable:
+            print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
+            return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from gateway.worker import run_worker
+
+    return run_worker(settings, burst=burst)
 
 
 def store_problem(redis_url: str) -> str | None:

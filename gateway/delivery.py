@@ -2,7 +2,9 @@
 
 Streams go out event by event as upstream produces them, never buffered whole.
 A client that hangs up mid-stream cancels the upstream request at once, and
-its key goes back to the pool in the same moment.
+its key goes back to the pool in the same moment. Every reply says how long
+it waited in the queue (`x-queue-wait-ms`; an SSE comment for a stream whose
+headers went out while it waited).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from gateway.client_link import ClientLink
 from gateway.providers.base import Provider
 from gateway.relay import UpstreamReply, close_quietly
 from gateway.settlement import settle_usage
@@ -25,7 +28,6 @@ from keypool import KeyPool
 log = logging.getLogger("poolgate.relay")
 
 Send = Any
-Receive = Any
 
 
 async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
@@ -37,31 +39,35 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     finally:
         await close_quietly(reply.response)
     await _send_complete(send, reply.status, reply.headers, body)
-    await settle_usage(pool, reply.lease, call.family, provider.usage_from_body(body), call.identity)
+    await settle_usage(pool, reply.lease, call.family, provider.usage_from_body(body), call.identity,
+                       reply.budget)
 
 
 async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
-                         send: Send, receive: Receive) -> None:
+                         link: ClientLink) -> None:
     """A streamed reply, relayed while it is produced; a client hang-up stops it at once."""
-    pump = asyncio.ensure_future(_pump_stream(reply, call, provider, pool, send))
-    hang_up = asyncio.ensure_future(_wait_for_disconnect(receive))
+    pump = asyncio.ensure_future(_pump_stream(reply, call, provider, pool, link))
     try:
-        await asyncio.wait((pump, hang_up), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((pump, link.hang_up), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (hang_up, pump):
-            if not task.done():
-                task.cancel()
+        if not pump.done():
+            pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
 
 
 async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
-                       send: Send) -> None:
+                       link: ClientLink) -> None:
     assert reply.response is not None
+    send = link.send
     reader = provider.stream_reader(call.drop_usage_chunk)
     framer = EventFramer()
     try:
-        await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+        if link.started:
+            waited = f": poolgate: waited {reply.waited_ms} ms for a key\n\n".encode()
+            await send({"type": "http.response.body", "body": waited, "more_body": True})
+        else:
+            await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
         try:
             async for chunk in reply.response.aiter_raw():
                 events = [event for event in framer.feed(chunk) if reader.read(event)]
@@ -74,17 +80,15 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
     finally:
         # Runs on completion, on upstream failure and on cancellation by a client hang-up alike.
         await close_quietly(reply.response)
-        await asyncio.shield(settle_usage(pool, reply.lease, call.family, reader.usage, call.identity))
+        await asyncio.shield(settle_usage(pool, reply.lease, call.family, reader.usage, call.identity, reply.budget))
 
 
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def deliver_read(reply: UpstreamReply, send: Send) -> None:
+async def deliver_read(reply: UpstreamReply, link: ClientLink) -> None:
     """A reply whose body was already read (a client error passed through)."""
-    await _send_complete(send, reply.status, reply.headers, reply.body or b"")
+    if link.started:
+        await link.end_stream_with_error(reply.body or b"")
+    else:
+        await _send_complete(link.send, reply.status, reply.headers, reply.body or b"")
 
 
 async def _send_complete(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -7,7 +7,7 @@ Each stage is a module of its own, with a docstring saying what it decides:
     3. authenticate  gateway.gatekeeper       who is asking; may they use the proxy
     4. validate      gateway.validation       model, family, stream; the body parsed once
     5. admit         gateway.admission        limits, quotas, budgets (reserved)
-    6. lease         keypool                  a healthy key for the family, atomically
+    6. lease         queues.waiting           a healthy key for the family at once, or a fair place in line
     7. relay         gateway.relay            upstream with the real key; other keys on failure
                      gateway.delivery         the reply to the client, whole or streamed
     8. settle        gateway.settlement       the key back, usage recorded
@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from gateway.admission import admit
+from gateway.client_link import ClientLink
 from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import GatewayError, render_error
@@ -27,6 +28,7 @@ from gateway.relay import Relay
 from gateway.routing import Route
 from gateway.validation import validate_request
 from keypool import KeyPool
+from queues.waiting import ClientGone
 
 
 class ProxyPipeline:
@@ -39,6 +41,7 @@ class ProxyPipeline:
         pool: KeyPool,
         max_request_bytes: int,
         proxy_route: str,
+        allowed_families: frozenset[str] = frozenset(),
     ) -> None:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
@@ -46,9 +49,11 @@ class ProxyPipeline:
         self._pool = pool
         self._max_request_bytes = max_request_bytes
         self._proxy_route = proxy_route
+        self._allowed_families = allowed_families
 
     async def handle(self, route: Route, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one proxied request (stage 1, routing, already chose `route`)."""
+        link = ClientLink(send, receive, route.dialect)
         try:
             method = scope["method"]
             headers = dict(scope["headers"])
@@ -57,21 +62,25 @@ class ProxyPipeline:
             identity = self._gatekeeper.authenticate(headers, query_key, _client_ip(scope))
             body = await _read_body(receive, headers, self._max_request_bytes)
             call = validate_request(
-                allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route
+                allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route,
+                allowed_families=self._allowed_families,
             )
             call.identity = identity.id
             await admit(call, identity)
-            reply = await self._relay.open(call, headers)
+            reply = await self._relay.open(call, headers, link)
+            provider = self._relay.provider(call.provider)
+            if reply.response is None:
+                await deliver_read(reply, link)
+            elif call.stream:
+                await deliver_stream(reply, call, provider, self._pool, link)
+            else:
+                await deliver_whole(reply, call, provider, self._pool, send)
         except GatewayError as error:
-            await send_gateway_error(send, route.dialect, error)
-            return
-        provider = self._relay.provider(call.provider)
-        if reply.response is None:
-            await deliver_read(reply, send)
-        elif call.stream:
-            await deliver_stream(reply, call, provider, self._pool, send, receive)
-        else:
-            await deliver_whole(reply, call, provider, self._pool, send)
+            await link.send_error(error)
+        except ClientGone:
+            pass  # it left while waiting; its ticket has left the queue too
+        finally:
+            link.close()
 
 
 async def send_gateway_error(send: Any, dialect: str, error: GatewayError) -> None:

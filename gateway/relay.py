@@ -1,8 +1,10 @@
 """Stages 6 and 7, lease and relay: send the call upstream with a real key.
 
-A key is leased for each attempt. When upstream says the key is rate-limited,
-out of quota or revoked, the key is rested or retired and the call moves to
-another key; 5xx answers and broken connections are retried with backoff.
+A key is leased for each attempt (`queues.waiting`: at once, or after a fair
+wait in the family's queue). When upstream says the key is rate-limited, out of
+quota or revoked, the key is rested or retired and the call lines up again,
+keeping its place, for the next key that can serve it; 5xx answers and broken
+connections are retried with backoff.
 The client sees none of it unless every attempt fails. What reaches the
 client is the upstream reply as it came — streams event by event — with only
 safe headers and never a key.
@@ -17,11 +19,13 @@ from typing import Any
 
 import httpx
 
+from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers import KeyVerdict, Provider, scrub_secret
 from gateway.upstream_client import UpstreamClient, read_body
 from gateway.validation import UpstreamCall
-from keypool import FAILED, OK, KeyLease, KeyPool, NoKeyAvailable
+from keypool import FAILED, OK, KeyLease, KeyPool, RateBudget
+from queues.waiting import FamilyQueues, Place
 
 log = logging.getLogger("poolgate.relay")
 
@@ -44,12 +48,15 @@ class UpstreamReply:
     lease: KeyLease
     response: httpx.Response | None  # open, when the body is still to be read
     body: bytes | None = None  # already read (a client error passed through)
+    budget: RateBudget | None = None  # the key's rate-limit budget as this reply reported it
+    waited_ms: int = 0  # time spent in the queue
 
 
 class Relay:
     def __init__(
         self,
         pool: KeyPool,
+        queues: FamilyQueues,
         providers: dict[str, Provider],
         clients: dict[str, UpstreamClient],
         *,
@@ -57,6 +64,7 @@ class Relay:
         max_key_attempts: int,
     ) -> None:
         self._pool = pool
+        self._queues = queues
         self._providers = providers
         self._clients = clients
         self._upstream_retries = upstream_retries
@@ -65,7 +73,7 @@ class Relay:
     def provider(self, name: str) -> Provider:
         return self._providers[name]
 
-    async def open(self, call: UpstreamCall, client_headers: dict[bytes, bytes]) -> UpstreamReply:
+    async def open(self, call: UpstreamCall, client_headers: dict[bytes, bytes], link: ClientLink) -> UpstreamReply:
         """Lease a key and get upstream's answer started, moving to other keys as upstream requires."""
         provider = self._providers[call.provider]
         client = self._clients[call.provider]
@@ -73,14 +81,16 @@ class Relay:
         forwarded = [(k, v) for k, v in client_headers.items() if k in _FORWARDED_REQUEST_HEADERS or
                      k.startswith(b"x-stainless-")]
         forwarded.append((b"accept-encoding", b"identity"))
-        skipped: list[str] = []
+        refused_keys = 0
         server_failures = 0
-        last_problem = ""
+        place = Place()
+        keep_alive = link.keep_alive_while_queued if call.stream else None
         while True:
-            try:
-                lease = await self._pool.lease_key(call.provider, call.family, tuple(skipped))
-            except NoKeyAvailable as none:
-                raise _no_key_error(call, none, last_problem) from None
+            # A rate-limited key rests until its cooldown ends, so the call simply waits its turn again.
+            lease = await self._queues.acquire(
+                call.provider, call.family, call.identity, place,
+                prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
+            )
             headers = forwarded + provider.auth_headers(lease, client_headers)
             try:
                 response = await client.send(call.method, url, headers, call.body)
@@ -92,7 +102,14 @@ class Relay:
                 await self._back_off_or_fail(call, server_failures, last_problem)
                 continue
             if response.status_code < 400:
-                return UpstreamReply(response.status_code, _safe_headers(response), lease, response)
+                return UpstreamReply(
+                    response.status_code,
+                    [*_safe_headers(response), (b"x-queue-wait-ms", str(place.waited_ms).encode())],
+                    lease,
+                    response,
+                    budget=provider.rate_budget(_header_dict(response)),
+                    waited_ms=place.waited_ms,
+                )
 
             body = await read_body(response)
             await response.aclose()
@@ -107,11 +124,11 @@ class Relay:
                 server_failures += 1
                 await self._back_off_or_fail(call, server_failures, last_problem)
             else:
-                skipped.append(lease.key_id)
-                if len(skipped) >= self._max_key_attempts:
+                refused_keys += 1
+                if refused_keys >= self._max_key_attempts:
                     raise GatewayError(
                         "upstream_failed",
-                        f"Upstream refused {len(skipped)} keys in a row for {call.family} "
+                        f"Upstream refused this request {refused_keys} times in a row for {call.family} "
                         f"(last: {response.status_code}). Try again later.",
                     )
 
@@ -128,19 +145,6 @@ class Relay:
                 "upstream_failed", f"The upstream {call.provider} API failed after {failures} attempts: {problem}."
             )
         await asyncio.sleep(min(0.25 * 2 ** (failures - 1), 2.0))
-
-
-def _no_key_error(call: UpstreamCall, none: NoKeyAvailable, last_problem: str) -> GatewayError:
-    if none.reason == "no_keys":
-        return GatewayError("no_key", f"No key in the pool can serve {call.family} models ({call.provider}).")
-    retry = none.retry_after_sec or None
-    detail = f" after {last_problem}" if last_problem else ""
-    return GatewayError(
-        "no_key",
-        f"Every key that can serve {call.family} is resting{detail}; try again"
-        + (f" in {max(1, round(retry))} s." if retry else " later."),
-        retry_after_sec=retry,
-    )
 
 
 def _header_dict(response: httpx.Response) -> dict[str, str]:

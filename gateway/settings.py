@@ -46,7 +46,7 @@ class Settings:
     )
     proxy_key: str = _setting("PROXY_KEY", "", "The shared password when `GATEKEEPER=proxy_key`", secret=True)
     admin_key: str = _setting(
-        "ADMIN_KEY", "", "Bearer token for the admin API (reserved: the admin API arrives with key management)",
+        "ADMIN_KEY", "", "Bearer token for the admin API under `/admin`; unset: the admin API answers 404",
         secret=True,
     )
     port: int = _setting("PORT", 7860, "Port to listen on")
@@ -87,11 +87,77 @@ class Settings:
     lease_ttl_sec: float = _setting(
         "LEASE_TTL_SEC", 60.0, "A key lease expires after this unless its process renews it (crash safety)"
     )
+    allowed_model_families: tuple[str, ...] = _setting(
+        "ALLOWED_MODEL_FAMILIES", (),
+        "Model families served, comma-separated (e.g. `gpt-4o-mini,claude-haiku`); unset: all; others get 403",
+    )
+    key_concurrency: int = _setting(
+        "KEY_CONCURRENCY", 0, "Most requests one key serves at once before others queue (0: no limit)"
+    )
+    user_concurrency_limit: int = _setting(
+        "USER_CONCURRENCY_LIMIT", 1, "Most requests one person (user, else IP) may have waiting in queues at once"
+    )
+    tokens_punishment_factor: float = _setting(
+        "TOKENS_PUNISHMENT_FACTOR", 0.0,
+        "Moves large prompts back in the queue: each 1,000 prompt tokens count as this many extra requests",
+    )
+    queue_timeout_sec: float = _setting(
+        "QUEUE_TIMEOUT_SEC", 300.0, "Longest a request waits in a queue before it gets 504"
+    )
+    queue_ticket_ttl_sec: float = _setting(
+        "QUEUE_TICKET_TTL_SEC", 15.0, "A queued request of a process that died stops holding its place after this"
+    )
+    heartbeat_interval_sec: float = _setting(
+        "HEARTBEAT_INTERVAL_SEC", 5.0, "Seconds between the SSE comments a queued streaming request receives"
+    )
+    check_keys: bool = _setting(
+        "CHECK_KEYS", True, "Check keys at start-up, when added, on a schedule and after traffic retires them"
+    )
+    key_check_interval_openai_hours: float = _setting(
+        "KEY_CHECK_INTERVAL_OPENAI_HOURS", 8.0, "How often every OpenAI key is rechecked (models, organizations)"
+    )
+    key_check_interval_anthropic_hours: float = _setting(
+        "KEY_CHECK_INTERVAL_ANTHROPIC_HOURS", 6.0, "How often every Anthropic key is rechecked (models)"
+    )
+    key_recheck_backoff_sec: tuple[str, ...] = _setting(
+        "KEY_RECHECK_BACKOFF_SEC", ("60", "3600", "21600", "86400"),
+        "Seconds until a key retired by traffic (revoked, out of quota) is rechecked, then again while it "
+        "stays bad; the last step repeats",
+    )
+    key_check_timeout_sec: float = _setting(
+        "KEY_CHECK_TIMEOUT_SEC", 20.0, "How long one key check may wait for upstream"
+    )
+    admin_lockout_failures: int = _setting(
+        "ADMIN_LOCKOUT_FAILURES", 10, "Failed admin logins from one address before it is locked out"
+    )
+    admin_lockout_sec: float = _setting(
+        "ADMIN_LOCKOUT_SEC", 900.0, "How long an address is locked out of the admin API (and its failures remembered)"
+    )
     forwarded_allow_ips: str = _setting(
         "FORWARDED_ALLOW_IPS", "*",
         "Proxies whose `X-Forwarded-For` names the client (`*`: any; set your load balancer's address "
         "when clients can reach poolgate directly)",
     )
+    server_title: str = _setting(
+        "SERVER_TITLE", "", "Title of the status page (unset: the HuggingFace Space or Render service name)"
+    )
+    public_url: str = _setting(
+        "PUBLIC_URL", "", "Base URL clients use (e.g. `https://proxy.example.org`); unset: taken from each request"
+    )
+    page_body: str = _setting(
+        "PAGE_BODY", "", "Custom status page body: base64 HTML with `{tags}` and Jinja syntax (see Status page)",
+        secret=True,
+    )
+    service_info_password: str = _setting(
+        "SERVICE_INFO_PASSWORD", "", "Password for the status page and `/status` (unset: public)", secret=True
+    )
+    space_author_name: str = _setting("SPACE_AUTHOR_NAME", "", "Set by HuggingFace Spaces; part of the default title")
+    space_title: str = _setting("SPACE_TITLE", "", "Set by HuggingFace Spaces; part of the default title")
+    render_service_name: str = _setting("RENDER_SERVICE_NAME", "", "Set by Render; the title when nothing else is")
+    build_commit: str = _setting(
+        "BUILD_COMMIT", "", "Commit the running code was built from, shown as the build (Render's own is used too)"
+    )
+    render_git_commit: str = _setting("RENDER_GIT_COMMIT", "", "Set by Render; the build when `BUILD_COMMIT` is unset")
     log_level: str = _setting("LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`")
 
     @property
@@ -154,8 +220,29 @@ class Settings:
         for name in ("UPSTREAM_TIMEOUT_SEC", "KEY_COOLDOWN_MAX_SEC", "LEASE_TTL_SEC"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.key_concurrency < 0 or self.user_concurrency_limit < 0 or self.tokens_punishment_factor < 0:
+            problems.append("KEY_CONCURRENCY, USER_CONCURRENCY_LIMIT and TOKENS_PUNISHMENT_FACTOR must be 0 or more")
+        if self.queue_timeout_sec <= 0 or self.heartbeat_interval_sec <= 0 or self.queue_ticket_ttl_sec <= 0:
+            problems.append("QUEUE_TIMEOUT_SEC, QUEUE_TICKET_TTL_SEC and HEARTBEAT_INTERVAL_SEC must be positive")
         if self.upstream_retries < 0:
             problems.append("UPSTREAM_RETRIES must be zero or more")
+        for name in ("KEY_CHECK_INTERVAL_OPENAI_HOURS", "KEY_CHECK_INTERVAL_ANTHROPIC_HOURS", "KEY_CHECK_TIMEOUT_SEC",
+                     "ADMIN_LOCKOUT_SEC", "ADMIN_LOCKOUT_FAILURES"):
+            if getattr(self, name.lower()) <= 0:
+                problems.append(f"{name} must be positive")
+        try:
+            steps = [float(step) for step in self.key_recheck_backoff_sec]
+            if not steps or min(steps) < 0:
+                raise ValueError
+        except ValueError:
+            problems.append("KEY_RECHECK_BACKOFF_SEC must be seconds, comma-separated, like 60,3600,21600,86400")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            problems.append(f"PUBLIC_URL={self.public_url!r} must start with http:// or https://")
+        if self.page_body:
+            try:
+                decode_page_body(self.page_body)
+            except ValueError as error:
+                problems.append(f"PAGE_BODY {error}")
         return problems
 
     def public_view(self) -> dict[str, Any]:
@@ -182,6 +269,25 @@ def _parse(raw: str, default: Any) -> Any:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 
+
+def decode_page_body(raw: str) -> str:
+    """PAGE_BODY's HTML. Base64 because HTML does not survive every platform's secret form intact.
+
+    Line breaks (`base64` wraps at 76 columns) and the URL-safe alphabet are accepted.
+    Raises ValueError saying what is wrong, for the start-up problem list.
+    """
+    import base64
+    import binascii
+
+    compact = "".join(raw.split())
+    try:
+        data = base64.b64decode(compact.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not base64 (encode the HTML with `base64 -w0 page.html`)") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("does not decode to UTF-8 text") from None
 
 def settings_table() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the source of the README table and .env.example."""

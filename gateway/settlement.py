@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 
-from keypool import OK, KeyLease, KeyPool, Usage
+from keypool import OK, KeyLease, KeyPool, RateBudget, Usage
 
 log = logging.getLogger("poolgate.settle")
 
 
-async def settle_usage(pool: KeyPool, lease: KeyLease, family: str, usage: Usage | None, identity: str) -> None:
+async def settle_usage(
+    pool: KeyPool, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None
+) -> None:
+    """Also records the key's rate-limit budget the reply reported, which paces the key from now on."""
     try:
-        await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity)
+        await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity, budget=budget)
     except Exception as exc:  # the reply has gone out; the lease will expire by itself
         log.error("could not settle lease of key %s: %s", lease.key_id, type(exc).__name__)

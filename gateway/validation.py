@@ -42,7 +42,15 @@ class UpstreamCall:
 
 
 def validate_request(
-    allowed: AllowedCall, provider: str, method: str, query: str, body: bytes, *, by_model: bool, proxy_route: str
+    allowed: AllowedCall,
+    provider: str,
+    method: str,
+    query: str,
+    body: bytes,
+    *,
+    by_model: bool,
+    proxy_route: str,
+    allowed_families: frozenset[str] = frozenset(),
 ) -> UpstreamCall:
     model: str | None = None
     stream = drop_usage_chunk = False
@@ -69,6 +77,12 @@ def validate_request(
     elif allowed.endpoint == "models/*":
         model = allowed.upstream_path.rsplit("/", 1)[-1]
     family = family_of(provider, model) if model else DEFAULT_FAMILY[provider]
+    if allowed_families and model and family not in allowed_families:
+        raise GatewayError(
+            "permission",
+            f"Models of the {family} family are not served by this proxy "
+            f"(served: {', '.join(sorted(allowed_families))}).",
+        )
     return UpstreamCall(
         provider=provider,
         method=method,

@@ -10,6 +10,7 @@ from keypool.pool import (
     KeyLease,
     KeyPool,
     NoKeyAvailable,
+    RateBudget,
     Usage,
 )
 from keypool.schema import PoolSchema
@@ -25,6 +26,7 @@ __all__ = [
     "KeyPool",
     "NoKeyAvailable",
     "PoolSchema",
+    "RateBudget",
     "Usage",
     "mask_secret",
     "parse_keys",

@@ -18,6 +18,7 @@ from typing import Any
 from keypool.keys import ConfiguredKey, mask_secret
 from keypool.leases import LeaseKeeper
 from keypool.schema import PoolSchema
+from queues.schema import QueueSchema
 
 _HERE = Path(__file__).parent
 
@@ -43,15 +44,32 @@ class KeyLease:
 class NoKeyAvailable(Exception):
     """No key may serve this request now.
 
-    `reason` is "no_keys" when none ever could (not configured, or all revoked),
-    "unavailable" when some are only resting; `retry_after_sec` is when the
-    first of those comes back, if known.
+    `reason` is "no_keys" when none ever could (not configured, or all revoked);
+    "unavailable" when keys exist but are busy, resting or paced
+    (`retry_after_sec`: when the first comes back, 0 if unknown); "queued" when
+    others are already waiting for the family; for a queued ticket, "behind"
+    (`position` ahead of it) or "gone" (the ticket expired).
     """
 
-    def __init__(self, reason: str, retry_after_sec: float) -> None:
+    def __init__(self, reason: str, retry_after_sec: float = 0.0, position: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after_sec = retry_after_sec
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class RateBudget:
+    """A key's upstream rate-limit budget as a reply reported it; -1 where it said nothing.
+
+    `*_reset_ms` is when the budget next grows (absolute, ms), so a spent key is
+    not offered to anyone before then.
+    """
+
+    requests_remaining: int = -1
+    requests_reset_ms: int = -1
+    tokens_remaining: int = -1
+    tokens_reset_ms: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +83,14 @@ def _now_ms() -> int:
 
 
 class KeyPool:
-    def __init__(self, redis: Any, schema: PoolSchema, lease_ttl_sec: float) -> None:
+    def __init__(
+        self, redis: Any, schema: PoolSchema, lease_ttl_sec: float, *, key_concurrency: int = 0
+    ) -> None:
         self._redis = redis
         self.schema = schema
+        self.queue_schema = QueueSchema(schema.prefix)
         self._lease_ttl_ms = int(lease_ttl_sec * 1000)
+        self._key_concurrency = key_concurrency
         self._lease_script = redis.register_script((_HERE / "lease_key.lua").read_text())
         self._settle_script = redis.register_script((_HERE / "settle_lease.lua").read_text())
         self.keeper = LeaseKeeper(redis, schema.leases, lease_ttl_sec)
@@ -110,16 +132,29 @@ class KeyPool:
                     await self._redis.srem(self.schema.provider_keys(provider), kid)
                     await self._redis.delete(self.schema.key(kid))
 
-    async def lease_key(self, provider: str, family: str, skip: tuple[str, ...] = ()) -> KeyLease:
-        """Lease the best key for the family, or raise NoKeyAvailable. One round trip."""
+    async def lease_key(
+        self, provider: str, family: str, skip: tuple[str, ...] = (), *, ticket: str = ""
+    ) -> KeyLease:
+        """Lease the best key for the family, or raise NoKeyAvailable. One round trip.
+
+        Without a ticket this is the fast path, which yields to anyone already
+        queued for the family; with one, it claims the key only for the head.
+        """
         nonce = secrets.token_hex(6)
+        q = self.queue_schema
         result = await self._lease_script(
-            keys=[self.schema.provider_keys(provider), self.schema.leases],
-            args=[_now_ms(), family, self._lease_ttl_ms, nonce, self.schema.key_hash_prefix, ",".join(skip)],
+            keys=[self.schema.provider_keys(provider), self.schema.leases, *q.lease_keys(family)],
+            args=[
+                _now_ms(), family, self._lease_ttl_ms, nonce, self.schema.key_hash_prefix, ",".join(skip),
+                ticket, self._key_concurrency, q.waiting_prefix, q.wake_channel,
+            ],
         )
         if int(result[0]) != 1:
             reason = _text(result[1])
-            raise NoKeyAvailable(reason, max(int(result[2]), 0) / 1000)
+            n = int(result[2])
+            if reason == "behind":
+                raise NoKeyAvailable(reason, position=n)
+            raise NoKeyAvailable(reason, max(n, 0) / 1000)
         lease = KeyLease(
             lease_id=_text(result[2]),
             key_id=_text(result[1]),
@@ -140,11 +175,14 @@ class KeyPool:
         cooldown_sec: float = 0.0,
         reason: str = "",
         identity: str = "",
+        budget: RateBudget | None = None,
     ) -> str | None:
         """Give the lease back, record usage and what the attempt taught about the key. One round trip."""
         self.keeper.drop(lease.lease_id)
         counted = usage is not None
         usage = usage or Usage()
+        budget = budget or RateBudget()
+        q = self.queue_schema
         status = await self._settle_script(
             keys=[
                 self.schema.key(lease.key_id),
@@ -152,6 +190,8 @@ class KeyPool:
                 self.schema.family_usage(family),
                 self.schema.total_usage,
                 self.schema.active_identities,
+                q.queued_families,
+                q.tickets,
             ],
             args=[
                 lease.lease_id,
@@ -163,6 +203,13 @@ class KeyPool:
                 reason[:200],
                 identity if counted else "",
                 _now_ms(),
+                budget.requests_remaining,
+                budget.requests_reset_ms,
+                budget.tokens_remaining,
+                budget.tokens_reset_ms,
+                q.queue_prefix,
+                q.wake_channel,
+                q.waiting_prefix,
             ],
         )
         new_status = _text(status) if status else None

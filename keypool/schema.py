@@ -3,11 +3,15 @@
     {prefix}keys:{provider}      SET   ids of the provider's keys
     {prefix}key:{id}             HASH  one key: provider, secret, organization, families, status,
                                        cooldown_until (ms), inflight, last_used (ms), source, added_at,
-                                       status_reason, prompts, input_tokens, output_tokens
+                                       status_reason, prompts, input_tokens, output_tokens;
+                                       from key checks: checked_at (ms), check_result, next_check_at (ms),
+                                       recheck_attempt, recheck_pending, revived_at (ms), organizations, tier;
+                                       parent (an organization's entry split off the key with that id)
     {prefix}leases               ZSET  lease id ("{key id}:{nonce}") -> expiry time (ms)
     {prefix}usage:family:{name}  HASH  prompts, input_tokens, output_tokens served for a model family
     {prefix}usage:total          HASH  the same over everything
     {prefix}active               ZSET  identity -> last time (ms) it was served; "people active now"
+    {prefix}checking:{id}        STRING  held while a check of the key runs, so two at once do one probe
 """
 
 from __future__ import annotations
@@ -43,3 +47,6 @@ class PoolSchema:
     @property
     def active_identities(self) -> str:
         return f"{self.prefix}active"
+
+    def check_lock(self, key_id: str) -> str:
+        return f"{self.prefix}checking:{key_id}"

@@ -8,6 +8,8 @@
 -- KEYS[3]  the family's usage hash         ({prefix}usage:family:{family})
 -- KEYS[4]  the total usage hash            ({prefix}usage:total)
 -- KEYS[5]  identities recently served      ({prefix}active)
+-- KEYS[6]  families with a queue             ({prefix}queued)
+-- KEYS[7]  ticket expiry set                 ({prefix}tickets)
 -- ARGV[1]  lease id
 -- ARGV[2]  outcome: ok | failed | rate_limited | over_quota | revoked
 -- ARGV[3]  cooldown end, ms (with rate_limited)
@@ -17,6 +19,14 @@
 -- ARGV[7]  why, a short text kept as status_reason (with over_quota / revoked)
 -- ARGV[8]  the identity served ("" for none), recorded with ARGV[9]
 -- ARGV[9]  now, ms; identities not served for an hour are dropped
+-- ARGV[10..13]  the key's upstream rate-limit budget as this reply reported it: requests remaining,
+--          their reset (ms), tokens remaining, their reset (ms); -1 where the reply said nothing
+-- ARGV[14] queue key prefix                  ({prefix}queue:)
+-- ARGV[15] wake channel                      ({prefix}wake)
+-- ARGV[16] waiting-counter prefix            ({prefix}waiting:)
+--
+-- A released key wakes the ticket at the head of each queue it can serve, so
+-- exactly one waiter per family tries to claim it: no polling, no herd.
 --
 -- Returns the key's status after the update.
 
@@ -55,6 +65,45 @@ if status ~= 'disabled' then
   elseif outcome == 'over_quota' or outcome == 'revoked' then
     status = outcome
     redis.call('HSET', KEYS[1], 'status', status, 'status_reason', ARGV[7])
+  end
+end
+
+local rl = {'rl_requests_remaining', 'rl_requests_reset', 'rl_tokens_remaining', 'rl_tokens_reset'}
+for i = 1, 4 do
+  local v = tonumber(ARGV[9 + i])
+  if v and v >= 0 then redis.call('HSET', KEYS[1], rl[i], v) end
+end
+
+if status == 'active' or status == 'cooling_down' then
+  local families = redis.call('HGET', KEYS[1], 'families') or '*'
+  for _, fam in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+    local serves = families == '*' or families == ''
+    if not serves then
+      for f in string.gmatch(families, '[^,]+') do
+        if f == fam or f == '*' then serves = true end
+      end
+    end
+    if serves then
+      -- Wake the first live ticket: a dead process's ticket at the head is dropped, not woken.
+      local queue = ARGV[14] .. fam
+      local now = tonumber(ARGV[9])
+      while true do
+        local head = redis.call('ZRANGE', queue, 0, 0)[1]
+        if not head then break end
+        local alive = tonumber(redis.call('ZSCORE', KEYS[7], head))
+        if alive and alive >= now then
+          redis.call('PUBLISH', ARGV[15], head)
+          break
+        end
+        redis.call('ZREM', queue, head)
+        redis.call('ZREM', KEYS[7], head)
+        local identity = string.match(head, '^[^|]*|[^|]*|(.*)$')
+        if identity then
+          local w = redis.call('DECR', ARGV[16] .. identity)
+          if w <= 0 then redis.call('DEL', ARGV[16] .. identity) end
+        end
+      end
+    end
   end
 end
 

@@ -53,3 +53,9 @@ def family_of(provider: str, model: str) -> str:
 
 def is_anthropic_model(model: str) -> bool:
     return model.lower().startswith("claude")
+
+
+def known_families(provider: str) -> tuple[str, ...]:
+    """Every family of `provider`, in table order, its catch-all family last: what the status page lists."""
+    table = _OPENAI_FAMILIES if provider == "openai" else _ANTHROPIC_FAMILIES
+    return (*dict.fromkeys(family for _, family in table), DEFAULT_FAMILY[provider])

@@ -62,14 +62,18 @@ def test_when_every_key_is_revoked_the_client_gets_503(start_gateway, upstream):
     assert "sk-revoked" not in reply.text
 
 
-def test_when_the_only_key_is_resting_the_client_gets_503_with_retry_after(start_gateway, upstream):
-    gateway = start_gateway(OPENAI_KEY="sk-ratelimited-key-0001")
+def test_a_key_that_keeps_answering_429_is_waited_for_then_given_up_on_with_502(start_gateway, upstream):
+    gateway = start_gateway(OPENAI_KEY="sk-ratelimited-key-0001", MAX_KEY_ATTEMPTS="2")
     with pytest.raises(openai.InternalServerError) as caught:
         openai.OpenAI(base_url=gateway.url + "/proxy/openai/v1", api_key="x", max_retries=0).chat.completions.create(
             **CHAT
         )
-    assert caught.value.status_code == 503
-    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert caught.value.status_code == 502
+    assert "2 times" in caught.value.message
+    tried = keys_tried(upstream)
+    assert len(tried) == 2, "the request waited out the key's cooldown once, then tried it again"
+    gap = upstream.requests[1]["started_at"] - upstream.requests[0]["started_at"]
+    assert gap >= 0.9, "the second try came only after the retry-after upstream gave"
 
 
 def test_server_errors_are_retried_then_reported_as_502(start_gateway, upstream):

@@ -618,3 +618,77 @@ def test_stream_read_to_the_end_is_recorded_as_completed(slow_mock: MockUpstream
     _stream_chat(slow_mock, read_all=True)
 
     assert slow_mock.requests[-1]["completed"] is True
+
+
+# --- Accounts: organizations, per-key model lists, revival -------------------------------
+
+
+def test_organizations_list_the_default_one_first_and_orgs2_keys_belong_to_two(
+    mock_upstream: MockUpstreamHandle,
+) -> None:
+    def orgs(key: str) -> list[dict[str, Any]]:
+        reply = httpx.get(mock_upstream.url + "/v1/organizations", headers={"authorization": f"Bearer {key}"})
+        assert reply.status_code == 200
+        return reply.json()["data"]  # type: ignore[no-any-return]
+
+    single, double = orgs("sk-test-plain-0001"), orgs("sk-orgs2-0001")
+
+    assert [o["is_default"] for o in single] == [True]
+    assert [o["is_default"] for o in double] == [True, False]
+    assert single[0]["id"] == double[0]["id"] and double[1]["id"].startswith("org-")
+
+
+def test_an_orgs_key_is_refused_for_an_organization_it_is_not_in(mock_upstream: MockUpstreamHandle) -> None:
+    second = "org-mockextra000000000000002"
+    member = openai.OpenAI(
+        base_url=mock_upstream.url + "/v1", api_key="sk-orgs2-0002", organization=second, max_retries=0
+    )
+    stranger = openai.OpenAI(
+        base_url=mock_upstream.url + "/v1", api_key="sk-orgs1-0003", organization=second, max_retries=0
+    )
+
+    assert member.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=CHAT
+    ).headers["openai-organization"] == second
+    with pytest.raises(openai.AuthenticationError) as refused:
+        stranger.chat.completions.create(model="gpt-4o", messages=CHAT)
+    assert refused.value.code == "mismatched_organization"
+
+
+def test_nogpt4_key_neither_lists_nor_reaches_gpt_4_models(mock_upstream: MockUpstreamHandle) -> None:
+    client = openai_client(mock_upstream, "sk-nogpt4-0001")
+
+    names = {model.id for model in client.models.list()}
+
+    assert "gpt-5" in names and not any(name.startswith("gpt-4") for name in names)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-4o", messages=CHAT)
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+    assert client.chat.completions.create(model="gpt-5", messages=CHAT).choices
+
+
+def test_noopus_anthropic_key_neither_lists_nor_reaches_opus(mock_upstream: MockUpstreamHandle) -> None:
+    client = anthropic_client(mock_upstream, "sk-ant-noopus-0001")
+
+    names = {model.id for model in client.models.list()}
+
+    assert names and not any("opus" in name for name in names)
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="claude-opus-4-5-20251101", max_tokens=5, messages=CLAUDE_CHAT)
+
+
+def test_a_revived_key_is_refused_no_more_until_reset() -> None:
+    with run_mock_upstream_in_thread() as mock:
+        client = openai_client(mock, "sk-revoked-0009")
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+
+        revived = httpx.post(mock.url + "/_mock/keys/sk-revoked-0009/revive")
+        listed = client.models.list()
+        mock.reset()
+
+        assert revived.status_code == 200 and listed.data
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()

@@ -1,1 +1,1 @@
-"""The status page and its JSON twin (to come: Jinja templates, `PAGE_BODY` with the legacy tags)."""
+"""The status page (`GET /`), its JSON twin (`GET /status`) and the operator's own `PAGE_BODY` with the legacy tags."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from .accounts import may_use_model
 from .behaviour import KeyGate, RateStatus, Refusal
 from .exchange import (
     AnyReply,
@@ -171,6 +172,9 @@ def _json_body(request: MockRequest, *required: str) -> dict[str, Any]:
     for name in required:
         if body.get(name) is None:
             raise EndpointError(f"{name}: Field required")
+    model = body.get("model")
+    if isinstance(model, str) and not may_use_model(request.key, model):
+        raise EndpointError(f"model: {model}", 404, "not_found_error")
     return body
 
 
@@ -244,13 +248,18 @@ def _count_tokens(request: MockRequest, output_tokens: int) -> Reply:
 
 
 def _list_models(request: MockRequest, output_tokens: int) -> Reply:
-    return Reply(200, _MODEL_LIST_BODY)
+    visible = [m for model_id, m in _MODEL_OBJECTS.items() if may_use_model(request.key, model_id)]
+    if len(visible) == len(_MODEL_OBJECTS):
+        return Reply(200, _MODEL_LIST_BODY)
+    return json_reply(
+        200, {"data": visible, "has_more": False, "first_id": visible[0]["id"], "last_id": visible[-1]["id"]}
+    )
 
 
 def _retrieve_model(request: MockRequest, output_tokens: int) -> Reply:
     model_id = request.path.removeprefix("/v1/models/")
     model = _MODEL_OBJECTS.get(model_id)
-    if model is None:
+    if model is None or not may_use_model(request.key, model_id):
         raise EndpointError(f"model: {model_id}", 404, "not_found_error")
     return json_reply(200, model)
 

@@ -147,9 +147,18 @@ class KeyGate:
     def __init__(self, default_rpm: int = 0) -> None:
         self.default_rpm = default_rpm
         self._limiter = RollingMinuteLimiter()
+        self._revived: set[str] = set()
 
     def behaviour(self, key: str) -> KeyBehaviour:
-        return behaviour_for_key(key, self.default_rpm)
+        behaviour = behaviour_for_key(key, self.default_rpm)
+        if key in self._revived:
+            # Its owner fixed billing or un-revoked it: no refusal any more, limits and latency as before.
+            return KeyBehaviour(None, False, behaviour.rpm, behaviour.delay_ms)
+        return behaviour
+
+    def revive(self, key: str) -> None:
+        """From now on the key is refused no more, whatever its text says (until reset)."""
+        self._revived.add(key)
 
     def check(self, key: str, estimated_tokens: int) -> KeyVerdict:
         behaviour = self.behaviour(key)
@@ -175,3 +184,4 @@ class KeyGate:
 
     def reset(self) -> None:
         self._limiter.reset()
+        self._revived.clear()

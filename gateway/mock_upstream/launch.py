@@ -55,6 +55,10 @@ class MockUpstreamHandle:
         """Forget recorded requests and rate-limit windows."""
         self._call(self.mock.reset)
 
+    def revive(self, key: str) -> None:
+        """Make a refused key (revoked, out of quota...) good again, as `POST /_mock/keys/{key}/revive` does."""
+        self._call(lambda: self.mock.revive(key))
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return

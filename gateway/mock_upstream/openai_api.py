@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 
+from .accounts import ORGANIZATION, belongs_to
 from .behaviour import KeyGate, RateStatus, Refusal
 from .exchange import AnyReply, MockRequest, NotJsonObject, Reply, find_handler, new_id, parse_json_object
 from .openai_endpoints import ROUTES, InvalidRequest, error_reply, retrieve_model
 
-ORGANIZATION = "org-mockupstream000000000000"
 _NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field "
@@ -37,6 +37,11 @@ def answer_openai(request: MockRequest, gate: KeyGate, output_tokens: int) -> An
         )
     elif request.key is None:
         reply = error_reply(401, _NO_KEY, "invalid_request_error")
+    elif not belongs_to(request.key, request.headers.get("openai-organization", ORGANIZATION)):
+        reply = error_reply(
+            401, "OpenAI-Organization header should match organization for API key", "invalid_request_error",
+            None, "mismatched_organization",
+        )
     else:
         verdict = gate.check(request.key, len(request.body) // 4)
         if verdict.refusal is not None:
@@ -51,7 +56,7 @@ def answer_openai(request: MockRequest, gate: KeyGate, output_tokens: int) -> An
         if not verdict.rate.allowed:
             reply.headers.append(("retry-after", str(verdict.rate.retry_after_seconds)))
     reply.headers.append(("x-request-id", new_id("req_")))
-    reply.headers.append(("openai-organization", ORGANIZATION))
+    reply.headers.append(("openai-organization", request.headers.get("openai-organization", ORGANIZATION)))
     reply.headers.append(("openai-version", "2020-10-01"))
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     reply.headers.append(("openai-processing-ms", str(elapsed_ms)))

@@ -13,6 +13,7 @@ import struct
 import time
 from typing import Any
 
+from .accounts import may_use_model, organizations_body
 from .exchange import (
     AnyReply,
     Handler,
@@ -93,9 +94,9 @@ _NOT_JSON = (
 class InvalidRequest(Exception):
     """A request the real API would answer with 400 invalid_request_error."""
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400) -> None:
         super().__init__(message)
-        self.reply = error_reply(400, message, "invalid_request_error", param, code)
+        self.reply = error_reply(status, message, "invalid_request_error", param, code)
 
 
 def error_reply(
@@ -112,6 +113,11 @@ def json_body(request: MockRequest, *required: str) -> dict[str, Any]:
     for name in required:
         if body.get(name) is None:
             raise InvalidRequest(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+    model = body.get("model")
+    if isinstance(model, str) and not may_use_model(request.key, model):
+        raise InvalidRequest(
+            f"The model `{model}` does not exist or you do not have access to it.", None, "model_not_found", 404
+        )
     return body
 
 
@@ -132,13 +138,20 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
 
 
 def _list_models(request: MockRequest, output_tokens: int) -> Reply:
-    return Reply(200, _MODEL_LIST_BODY)
+    visible = [m for name, m in _MODEL_OBJECTS.items() if may_use_model(request.key, name)]
+    if len(visible) == len(_MODEL_OBJECTS):
+        return Reply(200, _MODEL_LIST_BODY)
+    return json_reply(200, {"object": "list", "data": visible})
+
+
+def _organizations(request: MockRequest, output_tokens: int) -> Reply:
+    return json_reply(200, organizations_body(request.key or ""))
 
 
 def retrieve_model(request: MockRequest, output_tokens: int) -> Reply:
     name = request.path.removeprefix("/v1/models/")
     model = _MODEL_OBJECTS.get(name)
-    if model is None:
+    if model is None or not may_use_model(request.key, name):
         return error_reply(
             404, f"The model '{name}' does not exist", "invalid_request_error", "model", "model_not_found"
         )
@@ -368,6 +381,7 @@ def _responses(request: MockRequest, output_tokens: int) -> AnyReply:
 
 ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/models"): _list_models,
+    ("GET", "/v1/organizations"): _organizations,
     ("POST", "/v1/chat/completions"): _chat_completions,
     ("POST", "/v1/completions"): _completions,
     ("POST", "/v1/embeddings"): _embeddings,

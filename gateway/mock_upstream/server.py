@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import unquote
 
 import httptools
 import msgspec
@@ -96,9 +97,13 @@ class MockUpstream:
         return f"http://{self.host}:{self.port}"
 
     def reset(self) -> None:
-        """Forget recorded requests and every key's rate-limit window."""
+        """Forget recorded requests, every key's rate-limit window and every revival."""
         self.requests.clear()
         self._gate.reset()
+
+    def revive(self, key: str) -> None:
+        """Make a refused key good again: its owner fixed billing, or the revocation was a mistake."""
+        self._gate.revive(key)
 
     def answer(self, request: MockRequest) -> tuple[AnyReply, float]:
         """The reply to a request, and how many seconds to hold it back first."""
@@ -139,6 +144,10 @@ class MockUpstream:
         if request.method == "POST" and request.path == "/_mock/reset":
             self.reset()
             return json_reply(200, {"object": "mock", "reset": True})
+        if request.method == "POST" and request.path.startswith("/_mock/keys/") and request.path.endswith("/revive"):
+            key = unquote(request.path.removeprefix("/_mock/keys/").removesuffix("/revive"))
+            self.revive(key)
+            return json_reply(200, {"object": "mock", "revived": True})
         return json_reply(
             404,
             {

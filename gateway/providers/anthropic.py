@@ -6,8 +6,8 @@ import re
 
 import msgspec
 
-from gateway.providers.base import KeyVerdict, bounded_cooldown, retry_after_sec, seconds_until
-from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, Usage
+from gateway.providers.base import KeyVerdict, bounded_cooldown, budget_from, retry_after_sec, seconds_until
+from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, RateBudget, Usage
 
 DEFAULT_VERSION = b"2023-06-01"
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
@@ -101,6 +101,14 @@ class AnthropicProvider:
         if status >= 500 or status == 408:  # 529 is Anthropic's "overloaded"
             return KeyVerdict(FAILED, reason=f"upstream: {status}")
         return None
+
+    def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
+        return budget_from(
+            headers.get("anthropic-ratelimit-requests-remaining"),
+            seconds_until(headers.get("anthropic-ratelimit-requests-reset", "")),
+            headers.get("anthropic-ratelimit-tokens-remaining"),
+            seconds_until(headers.get("anthropic-ratelimit-tokens-reset", "")),
+        )
 
     @staticmethod
     def _cooldown_hint(headers: dict[str, str]) -> float | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-from keypool import KeyLease, Usage
+from keypool import KeyLease, RateBudget, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,10 @@ class Provider(Protocol):
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
         """None when the failure is the client's own (relay it unchanged); else what to do with the key."""
+        ...
+
+    def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
+        """The key's remaining upstream budget, from a successful reply's rate-limit headers."""
         ...
 
 
@@ -111,3 +115,44 @@ def scrub_secret(body: bytes, secret: str) -> bytes:
         if len(form) >= 6:
             body = body.replace(form.encode(), b"***")
     return body
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def budget_from(
+    remaining: str | None,
+    full_reset_sec: float | None,
+    tokens_remaining: str | None,
+    tokens_full_reset_sec: float | None,
+) -> RateBudget | None:
+    """A RateBudget from what a reply said.
+
+    Providers report when the budget is *fully* replenished. A spent key is held
+    back until then, not until the first unit might refill: under a rolling
+    window that first unit frees only when the oldest request ages out, and
+    under a refilling bucket the whole budget is back by then, so the key
+    serves a full budget per window either way — in bursts — and never earns
+    a 429 by being offered too soon.
+    """
+    left = _int(remaining)
+    if left is None and _int(tokens_remaining) is None:
+        return None
+    now_ms = time.time() * 1000
+    requests_reset = -1
+    if left is not None and full_reset_sec is not None:
+        requests_reset = int(now_ms + max(full_reset_sec, 0) * 1000)
+    tokens_left = _int(tokens_remaining)
+    tokens_reset = -1
+    if tokens_left is not None and tokens_full_reset_sec is not None:
+        tokens_reset = int(now_ms + max(tokens_full_reset_sec, 0) * 1000)
+    return RateBudget(
+        requests_remaining=left if left is not None else -1,
+        requests_reset_ms=requests_reset,
+        tokens_remaining=tokens_left if tokens_left is not None else -1,
+        tokens_reset_ms=tokens_reset,
+    )

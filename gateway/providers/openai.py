@@ -6,8 +6,8 @@ import re
 
 import msgspec
 
-from gateway.providers.base import KeyVerdict, bounded_cooldown, parse_duration, retry_after_sec
-from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, Usage
+from gateway.providers.base import KeyVerdict, bounded_cooldown, budget_from, parse_duration, retry_after_sec
+from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, RateBudget, Usage
 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
@@ -91,6 +91,14 @@ class OpenAIProvider:
         if status >= 500 or status == 408:
             return KeyVerdict(FAILED, reason=f"upstream: {status}")
         return None
+
+    def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
+        return budget_from(
+            headers.get("x-ratelimit-remaining-requests"),
+            parse_duration(headers.get("x-ratelimit-reset-requests", "")),
+            headers.get("x-ratelimit-remaining-tokens"),
+            parse_duration(headers.get("x-ratelimit-reset-tokens", "")),
+        )
 
     @staticmethod
     def _cooldown_hint(headers: dict[str, str]) -> float | None:

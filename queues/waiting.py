@@ -1,0 +1,299 @@
+"""Stage 6, lease: a key at once if one is free, else a fair place in the family's queue.
+
+The queue lives in Redis, so its order is global across every gateway process;
+the waiting happens in the process that holds the client's connection. Waiting
+is driven by events: when a key is released, `settle_lease.lua` publishes the
+ticket at the head of each queue that key serves, and only that ticket's
+process tries to claim it (one atomic claim-and-lease, `lease_key.lua`). When
+the head learns that the keys are resting until a known time, it sets a timer
+for that moment. Two slow safety re-checks cover what no event announces: the
+head re-checks every heartbeat (a lost wake-up message), everyone else once per
+ticket TTL (a dead process's ticket ahead of them that expired while no key was
+released).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayError
+from keypool import KeyLease, KeyPool, NoKeyAvailable
+from keypool.leases import LeaseKeeper
+from queues.schema import QueueSchema
+
+log = logging.getLogger("poolgate.queues")
+_HERE = Path(__file__).parent
+
+OnWait = Callable[[int], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client hung up while its request waited."""
+
+
+@dataclass(slots=True)
+class Place:
+    """Where a request stands: its queue score once it has queued (a retry keeps it), and its wait."""
+
+    score: str | None = None
+    waited_ms: int = 0
+
+
+class FamilyQueues:
+    def __init__(
+        self,
+        redis: Any,
+        pool: KeyPool,
+        *,
+        user_concurrency_limit: int,
+        queue_timeout_sec: float,
+        heartbeat_interval_sec: float,
+        tokens_punishment_factor: float,
+        ticket_ttl_sec: float = 15.0,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self.schema: QueueSchema = pool.queue_schema
+        self._limit = user_concurrency_limit
+        self._timeout = queue_timeout_sec
+        self._heartbeat = heartbeat_interval_sec
+        self._punishment = tokens_punishment_factor
+        self._ticket_ttl_ms = int(ticket_ttl_sec * 1000)  # a crashed process's tickets leave the head within this
+        self._enqueue = redis.register_script((_HERE / "enqueue.lua").read_text())
+        self._leave = redis.register_script((_HERE / "leave.lua").read_text())
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._tickets = LeaseKeeper(redis, self.schema.tickets, ticket_ttl_sec)
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self.schema.wake_channel)
+        self._listener = asyncio.create_task(self._listen(), name="poolgate-queue-wakeups")
+        self._tickets.start()
+
+    async def stop(self) -> None:
+        await self._tickets.stop()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for message in self._pubsub.listen():
+                    ticket = message.get("data")
+                    ticket = ticket.decode() if isinstance(ticket, bytes) else ticket
+                    waiter = self._waiters.get(ticket)
+                    if waiter is not None:
+                        waiter.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dropped connection: resubscribe; head re-checks cover the gap
+                log.warning("queue wake-ups interrupted (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    await self._pubsub.subscribe(self.schema.wake_channel)
+
+    async def acquire(
+        self,
+        provider: str,
+        family: str,
+        identity: str,
+        place: Place,
+        *,
+        prompt_bytes: int = 0,
+        on_wait: OnWait | None = None,
+        hang_up: Callable[[], asyncio.Future[Any]] | None = None,
+    ) -> KeyLease:
+        """A lease for the family: at once when a key is free and nobody waits, else after a fair wait.
+
+        `hang_up` gives a future that completes when the client leaves; it is
+        asked for only when the request has to wait.
+        """
+        try:
+            return await self._pool.lease_key(provider, family)
+        except NoKeyAvailable as none:
+            if none.reason == "no_keys":
+                raise _no_key(family) from None
+        return await self._wait_in_line(
+            provider, family, identity, place, prompt_bytes, on_wait, hang_up() if hang_up else None
+        )
+
+    async def _wait_in_line(
+        self,
+        provider: str,
+        family: str,
+        identity: str,
+        place: Place,
+        prompt_bytes: int,
+        on_wait: OnWait | None,
+        hang_up: asyncio.Future[Any] | None,
+    ) -> KeyLease:
+        started = time.monotonic()
+        ticket = f"{int(time.time() * 1000):013d}|{secrets.token_hex(5)}|{identity}"
+        woken = asyncio.Event()
+        self._waiters[ticket] = woken
+        try:
+            position = await self._join(ticket, family, identity, place, prompt_bytes)
+            self._tickets.hold(ticket)
+            deadline = started + self._timeout
+            next_heartbeat = started + self._heartbeat
+            recheck_every = self._ticket_ttl_ms / 1000
+            if on_wait is not None:
+                await on_wait(position)
+            while True:
+                woken.clear()  # before trying: a wake-up that lands during the attempt is kept
+                try:
+                    lease = await self._pool.lease_key(provider, family, ticket=ticket)
+                    place.waited_ms += int((time.monotonic() - started) * 1000)
+                    return lease
+                except NoKeyAvailable as none:
+                    if none.reason == "no_keys":
+                        raise _no_key(family) from None
+                    if none.reason == "gone":  # our ticket expired (a stalled process): back in at our score
+                        position = await self._join(ticket, family, identity, place, prompt_bytes)
+                        continue
+                    position = none.position if none.reason == "behind" else 0
+                    timer = time.monotonic() + none.retry_after_sec if none.retry_after_sec else None
+                    next_recheck = time.monotonic() + recheck_every
+                # Wait for a reason to try again: a wake-up, the known moment a key comes back, or,
+                # for the head only, a heartbeat (in case a wake-up message was lost).
+                while True:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise GatewayError(
+                            "queue_timeout",
+                            f"Waited {self._timeout:.0f} s in the {family} queue without a key coming free; "
+                            "try again later.",
+                        )
+                    wake_at = min(deadline, next_heartbeat, next_recheck, timer or deadline)
+                    if await self._sleep(woken, hang_up, wake_at - now):
+                        break
+                    now = time.monotonic()
+                    if (timer is not None and now >= timer) or now >= next_recheck:
+                        break
+                    if now >= next_heartbeat:
+                        next_heartbeat = now + self._heartbeat
+                        if on_wait is not None:
+                            await on_wait(position)
+                        if position == 0:
+                            break
+        except BaseException:
+            await self._abandon(ticket, family, identity)
+            raise
+        finally:
+            self._waiters.pop(ticket, None)
+            self._tickets.drop(ticket)
+
+    async def _join(self, ticket: str, family: str, identity: str, place: Place, prompt_bytes: int) -> int:
+        q = self.schema
+        cost = 1.0 + self._punishment * (prompt_bytes / 4) / 1000  # ~4 bytes a token; factor 1 = +1 per 1k tokens
+        result = await self._enqueue(
+            keys=[
+                q.queue(family), q.tickets, q.waiting(identity), q.tail(family, identity), q.vtime(family),
+                q.queued_families, q.known_families,
+            ],
+            args=[ticket, int(time.time() * 1000), self._ticket_ttl_ms, self._limit, cost, family,
+                  place.score or ""],
+        )
+        if int(result[0]) != 1:
+            raise GatewayError(
+                "rate_limited",
+                f"You already have {int(result[1])} request(s) waiting for a key (the limit is {self._limit}); "
+                "wait for them to finish.",
+                retry_after_sec=self._heartbeat,
+            )
+        place.score = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        return int(result[2])
+
+    async def _abandon(self, ticket: str, family: str, identity: str) -> None:
+        q = self.schema
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                self._leave(
+                    keys=[q.queue(family), q.tickets, q.waiting(identity), q.queued_families],
+                    args=[ticket, family, q.wake_channel],
+                )
+            )
+
+    @staticmethod
+    async def _sleep(woken: asyncio.Event, hang_up: asyncio.Future[Any] | None, seconds: float) -> bool:
+        """True when woken; raises ClientGone when the client hangs up first; False on time-out."""
+        if hang_up is not None and hang_up.done():
+            raise ClientGone
+        waiter = asyncio.ensure_future(woken.wait())
+        pending = {waiter} if hang_up is None else {waiter, hang_up}
+        try:
+            done, _ = await asyncio.wait(pending, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if hang_up is not None and hang_up in done:
+            raise ClientGone
+        return waiter in done
+
+    async def stats(self) -> dict[str, dict[str, Any]]:
+        """Per family: requests in queue, estimated wait, and recent actual waits."""
+        q = self.schema
+        families = sorted(_text(f) for f in await self._redis.smembers(q.known_families))
+        if not families:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for family in families:
+                pipe.zcard(q.queue(family))
+                pipe.lrange(q.served(family), 0, -1)
+                pipe.lrange(q.waits(family), 0, -1)
+            results = await pipe.execute()
+        now_ms = time.time() * 1000
+        stats = {}
+        for i, family in enumerate(families):
+            in_queue, served, waits = results[3 * i : 3 * i + 3]
+            waits_pairs = [tuple(int(x) for x in _text(w).split(":", 1)) for w in waits]
+            stats[family] = {
+                "in_queue": int(in_queue),
+                "estimated_wait_sec": estimate_wait_sec(int(in_queue), [int(s) for s in served], waits_pairs, now_ms),
+                "recent_waits": [[t / 1000, w / 1000] for t, w in reversed(waits_pairs)],
+            }
+        return stats
+
+
+def estimate_wait_sec(
+    in_queue: int, served_ms: list[int], waits: list[tuple[int, ...]], now_ms: float
+) -> float:
+    """What a request joining now should expect to wait: those ahead / the family's throughput.
+
+    Throughput is dispatches over the last minute, divided by the whole
+    minute (or the time since the first dispatch, when the family is younger),
+    never by the span of a burst: paced keys serve in bursts, and a burst
+    measured on its own looks like a rate the pool cannot sustain. By Little's
+    law this is the mean wait. With no dispatch yet, the median of the waits
+    people had lately stands in.
+    """
+    if in_queue == 0:
+        return 0.0
+    recent = [t for t in served_ms if now_ms - t <= 60_000]
+    if recent:
+        observed_sec = min(60.0, max((now_ms - min(served_ms)) / 1000, 10.0))
+        return in_queue / (len(recent) / observed_sec)
+    lately = sorted(w / 1000 for t, w in waits if now_ms - t <= 300_000)
+    return lately[len(lately) // 2] if lately else 0.0
+
+
+def _no_key(family: str) -> GatewayError:
+    return GatewayError("no_key", f"No key in the pool can serve {family} models.")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
