@@ -3,8 +3,8 @@
 Proxy paths are recognised only after normalisation (stage 1), so the decision
 "is this a proxy call?" cannot be dodged by spelling. Proxied requests skip
 Litestar's request machinery — the pipeline speaks ASGI itself and keeps the
-hot path short; Litestar serves everything else (health, and the status page
-and admin API as they arrive) and runs start-up and shut-down.
+hot path short; Litestar serves everything else (health, the status page, the
+admin API) and runs start-up and shut-down.
 """
 
 from __future__ import annotations

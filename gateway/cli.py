@@ -42,12 +42,33 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(serve_gateway(args.host, args.port, args.workers))
 
 
-def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
+def _load_settings() -> Settings | None:
+    """Settings from the environment, or None after saying what is wrong, one line per problem."""
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except ConfigError as err:
         for problem in err.problems:
             print(f"poolgate: configuration: {problem}", file=sys.stderr)
+        return None
+
+
+def _store_answers(settings: Settings) -> bool:
+    """False, after saying why in one line, when REDIS_URL is set and cannot be used."""
+    unreachable = None if settings.store_is_embedded else store_problem(settings.redis_url)
+    if unreachable:
+        print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
+    return unreachable is None
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
+    settings = _load_settings()
+    if settings is None:
         return 2
     if workers > 1 and settings.store_is_embedded:
         print(
@@ -56,14 +77,9 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
             file=sys.stderr,
         )
         return 2
-    if not settings.store_is_embedded:
-        unreachable = store_problem(settings.redis_url)
-        if unreachable:
-            print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
-            return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if not _store_answers(settings):
+        return 2
+    _configure_logging(settings)
     import uvicorn
 
     from gateway.app import create_app
@@ -87,20 +103,10 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
 
 
 def start_worker(burst: bool) -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as err:
-        for problem in err.problems:
-            print(f"poolgate: configuration: {problem}", file=sys.stderr)
+    settings = _load_settings()
+    if settings is None or not _store_answers(settings):
         return 2
-    if not settings.store_is_embedded:
-        unreachable = store_problem(settings.redis_url)
-        if unreachable:
-            print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
-            return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
     from gateway.worker import run_worker
 
     return run_worker(settings, burst=burst)

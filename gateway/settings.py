@@ -246,12 +246,22 @@ class Settings:
         return problems
 
     def public_view(self) -> dict[str, Any]:
-        """The settings a visitor may see: secrets are never included, whatever is asked for."""
+        """The settings a visitor may see: secrets are never included, whatever is asked for.
+
+        URLs lose any `user:password@` an operator may have put in them.
+        """
         return {
-            f.metadata["env"].lower(): getattr(self, f.name)
+            f.metadata["env"].lower(): _without_credentials(getattr(self, f.name))
             for f in dataclasses.fields(self)
             if not f.metadata["secret"]
         }
+
+
+def _without_credentials(value: Any) -> Any:
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    return value
 
 
 def _parse(raw: str, default: Any) -> Any:

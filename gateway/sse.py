@@ -31,3 +31,8 @@ class EventFramer:
         """Whatever trailed the last complete event (a stream cut short)."""
         rest, self._buffer = self._buffer, b""
         return rest
+
+
+def event_data(event: bytes) -> bytes:
+    """The `data:` lines of one event, joined: the JSON payload of OpenAI and Anthropic events."""
+    return b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))

@@ -70,6 +70,7 @@ class RateBudget:
     requests_reset_ms: int = -1
     tokens_remaining: int = -1
     tokens_reset_ms: int = -1
+    tier: str = ""  # the usage tier the limits suggest (Anthropic), "" when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,7 @@ class KeyPool:
                 q.queue_prefix,
                 q.wake_channel,
                 q.waiting_prefix,
+                budget.tier,
             ],
         )
         new_status = _text(status) if status else None

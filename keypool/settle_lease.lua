@@ -24,6 +24,7 @@
 -- ARGV[14] queue key prefix                  ({prefix}queue:)
 -- ARGV[15] wake channel                      ({prefix}wake)
 -- ARGV[16] waiting-counter prefix            ({prefix}waiting:)
+-- ARGV[17] the key's usage tier as this reply's limits suggest ("" = unknown)
 --
 -- A released key wakes the ticket at the head of each queue it can serve, so
 -- exactly one waiter per family tries to claim it: no polling, no herd.
@@ -67,6 +68,8 @@ if status ~= 'disabled' then
     redis.call('HSET', KEYS[1], 'status', status, 'status_reason', ARGV[7])
   end
 end
+
+if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'tier', ARGV[17]) end
 
 local rl = {'rl_requests_remaining', 'rl_requests_reset', 'rl_tokens_remaining', 'rl_tokens_reset'}
 for i = 1, 4 do

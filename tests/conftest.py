@@ -22,18 +22,13 @@ from typing import Any
 
 import pytest
 import uvicorn
+from processes import free_port
 
 from gateway.app import PoolgateApp
 from gateway.mock_upstream import run_mock_upstream_in_thread
 from gateway.settings import Settings
 
 REQUIRE_REDIS = os.environ.get("POOLGATE_REQUIRE_REDIS") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

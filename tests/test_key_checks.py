@@ -239,3 +239,14 @@ def test_a_checked_key_still_serves_the_models_list_and_unknown_models(start_gat
     reply = httpx.post(gateway.url + "/v1/chat/completions",
                        json={"model": "some-new-model-2027", "messages": [{"role": "user", "content": "hi"}]})
     assert reply.status_code == 200
+
+
+def test_anthropic_tier_is_learned_from_real_traffic(start_gateway, upstream):
+    """With checks off, a served message's rate-limit headers alone tell the key's tier."""
+    import anthropic
+
+    gateway = start_gateway(ANTHROPIC_KEY="sk-ant-rpm900-traffic-0001", ADMIN_KEY=ADMIN_KEY)
+    assert key_view(gateway, "sk-ant-rpm900-traffic-0001")["tier"] is None
+    client = anthropic.Anthropic(base_url=gateway.url + "/proxy/anthropic", api_key="x", max_retries=0)
+    client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert key_view(gateway, "sk-ant-rpm900-traffic-0001")["tier"] == "tier-2"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+from processes import free_port, wait_until_listening
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # One slow key that serves one request at a time: every other request must queue.
@@ -175,7 +176,7 @@ def test_a_killed_processs_ticket_does_not_block_the_queue(start_gateway, upstre
     env = {**QUEUE_ENV, "OPENAI_KEY": "sk-slow-delay800-0001", "USER_CONCURRENCY_LIMIT": "5",
            "QUEUE_TICKET_TTL_SEC": "0.6"}
     survivor = start_gateway(**env)
-    port = _free_port()
+    port = free_port()
     doomed = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--host", "127.0.0.1"],
         env={**os.environ, **env, "REDIS_URL": store_url, "REDIS_PREFIX": survivor.app.settings.redis_prefix,
@@ -183,7 +184,7 @@ def test_a_killed_processs_ticket_does_not_block_the_queue(start_gateway, upstre
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/health")
+        wait_until_listening(f"http://127.0.0.1:{port}/health", doomed)
         with ThreadPoolExecutor(3) as pool:
             busy = pool.submit(chat_as, survivor, "10.2.0.1")
             time.sleep(0.2)
@@ -227,22 +228,3 @@ def test_queue_stats_report_the_queue_and_recent_waits(start_gateway, upstream):
     assert during["in_queue"] >= 1 and during["estimated_wait_sec"] > 0
     assert after["in_queue"] == 0 and after["estimated_wait_sec"] == 0
     assert len(after["recent_waits"]) == 2 and all(w > 0.2 for _, w in after["recent_waits"])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")

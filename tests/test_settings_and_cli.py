@@ -6,12 +6,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from processes import free_port, wait_until_listening
 
 from gateway.cli import render_config_reference
 from gateway.settings import ConfigError, Settings
@@ -71,12 +71,14 @@ def test_unknown_gatekeeper_is_refused():
 def test_public_view_never_contains_a_secret():
     settings = Settings.from_env(
         {"OPENAI_KEY": "sk-hidden-1", "PROXY_KEY": "pw-hidden", "GATEKEEPER": "proxy_key", "ADMIN_KEY": "adm-hidden",
-         "REDIS_URL": "redis://:pw-redis@localhost:6379"},
+         "REDIS_URL": "redis://:pw-redis@localhost:6379",
+         "OPENAI_BASE_URL": "https://user:pw-in-url@llm.example.com"},
         env_file=None,
     )
     shown = repr(settings.public_view())
-    for secret in ("sk-hidden-1", "pw-hidden", "adm-hidden", "pw-redis"):
+    for secret in ("sk-hidden-1", "pw-hidden", "adm-hidden", "pw-redis", "pw-in-url"):
         assert secret not in shown
+    assert settings.public_view()["openai_base_url"] == "https://llm.example.com"
 
 
 def test_readme_configuration_table_matches_the_settings():
@@ -97,27 +99,6 @@ def test_readme_quick_start_test_command_is_what_ci_runs():
     assert command.group(0).strip() in (ROOT / ".ci" / "run").read_text()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until_listening(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
-
-
 def test_poolgate_serve_and_mock_upstream_work_from_the_command_line(tmp_path):
     mock_port, gateway_port = free_port(), free_port()
     clean = {k: v for k, v in os.environ.items() if k not in _all_setting_names()}
@@ -132,8 +113,8 @@ def test_poolgate_serve_and_mock_upstream_work_from_the_command_line(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
-        _wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
+        wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
+        wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/health").json()["status"] == "ok"
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/proxy/openai/v1", api_key="cli-pass")
         reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
@@ -172,8 +153,8 @@ def test_several_workers_share_one_redis(redis_server, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        _wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
-        _wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
+        wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
+        wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
         chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(20):  # fresh connections, so both workers take some
             reply = httpx.post(f"http://127.0.0.1:{gateway_port}/v1/chat/completions", json=chat)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import msgspec
 
 from gateway.providers.base import KeyVerdict, bounded_cooldown, budget_from, retry_after_sec, seconds_until
+from gateway.sse import event_data
 from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, RateBudget, Usage
+from keypool.checks import anthropic_tier
 
 DEFAULT_VERSION = b"2023-06-01"
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
@@ -48,7 +51,7 @@ class AnthropicStreamReader:
     def read(self, event: bytes) -> bool:
         if not _USAGE.search(event):
             return True
-        data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        data = event_data(event)
         try:
             payload = _read(data)
         except msgspec.DecodeError:
@@ -103,12 +106,15 @@ class AnthropicProvider:
         return None
 
     def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
-        return budget_from(
+        """The budget, and the key's tier as its limits suggest: learned from real traffic, for free."""
+        budget = budget_from(
             headers.get("anthropic-ratelimit-requests-remaining"),
             seconds_until(headers.get("anthropic-ratelimit-requests-reset", "")),
             headers.get("anthropic-ratelimit-tokens-remaining"),
             seconds_until(headers.get("anthropic-ratelimit-tokens-reset", "")),
         )
+        tier = anthropic_tier(headers)
+        return dataclasses.replace(budget, tier=tier) if budget is not None and tier else budget
 
     @staticmethod
     def _cooldown_hint(headers: dict[str, str]) -> float | None:

@@ -7,6 +7,7 @@ import re
 import msgspec
 
 from gateway.providers.base import KeyVerdict, bounded_cooldown, budget_from, parse_duration, retry_after_sec
+from gateway.sse import event_data
 from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, RateBudget, Usage
 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
@@ -45,7 +46,7 @@ class OpenAIStreamReader:
     def read(self, event: bytes) -> bool:
         if not _USAGE.search(event):
             return True
-        data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        data = event_data(event)
         try:
             usage = _usage_of(_read_usage(data))
         except msgspec.DecodeError:
