@@ -130,9 +130,8 @@ def main() -> None:
         results = asyncio.run(run())
         upstream = httpx.get(f"http://127.0.0.1:{mock_port}/_mock/requests").json()
     finally:
-        for proc in reversed(procs):
+        for proc in reversed(procs):  # the gateway first: it says goodbye to Redis before Redis goes
             proc.terminate()
-        for proc in procs:
             proc.wait(timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -243,6 +243,7 @@ class KeyPool:
                         "prompts": int(fields.get("prompts") or 0),
                         "input_tokens": int(fields.get("input_tokens") or 0),
                         "output_tokens": int(fields.get("output_tokens") or 0),
+                        "paced_until_ms": _paced_until(fields),
                     }
                 )
         return views
@@ -260,6 +261,20 @@ class KeyPool:
         raw = await self._redis.hgetall(self.schema.family_usage(family))
         totals = {_text(k): int(v) for k, v in raw.items()}
         return {name: totals.get(name, 0) for name in ("prompts", "input_tokens", "output_tokens")}
+
+
+def _paced_until(fields: dict[str, str]) -> int:
+    """Until when (ms) the key's spent upstream budget holds it back, as `lease_key.lua` judges it; 0 if not."""
+    now = _now_ms()
+    inflight = int(fields.get("inflight") or 0)
+    until = 0
+    reset = int(float(fields.get("rl_requests_reset") or 0))
+    if reset > now and int(float(fields.get("rl_requests_remaining") or 1)) - inflight <= 0:
+        until = reset
+    reset = int(float(fields.get("rl_tokens_reset") or 0))
+    if reset > now and int(float(fields.get("rl_tokens_remaining") or 1)) <= 0:
+        until = max(until, reset)
+    return until
 
 
 def _text(value: Any) -> str:

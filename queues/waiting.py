@@ -257,38 +257,69 @@ class FamilyQueues:
                 pipe.lrange(q.waits(family), 0, -1)
             results = await pipe.execute()
         now_ms = time.time() * 1000
+        keys = await self._pool.describe_keys()
         stats = {}
         for i, family in enumerate(families):
             in_queue, served, waits = results[3 * i : 3 * i + 3]
             waits_pairs = [tuple(int(x) for x in _text(w).split(":", 1)) for w in waits]
             stats[family] = {
                 "in_queue": int(in_queue),
-                "estimated_wait_sec": estimate_wait_sec(int(in_queue), [int(s) for s in served], waits_pairs, now_ms),
+                "estimated_wait_sec": estimate_wait_sec(
+                    int(in_queue), [int(s) for s in served], waits_pairs, now_ms, _first_key_back_ms(keys, family)
+                ),
                 "recent_waits": [[t / 1000, w / 1000] for t, w in reversed(waits_pairs)],
             }
         return stats
 
 
 def estimate_wait_sec(
-    in_queue: int, served_ms: list[int], waits: list[tuple[int, ...]], now_ms: float
+    in_queue: int,
+    served_ms: list[int],
+    waits: list[tuple[int, ...]],
+    now_ms: float,
+    first_key_back_ms: float | None = None,
 ) -> float:
-    """What a request joining now should expect to wait: those ahead / the family's throughput.
+    """What a request joining now should expect to wait.
 
     Throughput is dispatches over the last minute, divided by the whole
     minute (or the time since the first dispatch, when the family is younger),
     never by the span of a burst: paced keys serve in bursts, and a burst
-    measured on its own looks like a rate the pool cannot sustain. By Little's
-    law this is the mean wait. With no dispatch yet, the median of the waits
-    people had lately stands in.
+    measured on its own looks like a rate the pool cannot sustain.
+
+    When every key that serves the family is held back (budget spent, or
+    resting), the line moves in bursts: nothing until the first key comes back
+    (`first_key_back_ms`), then about a minute's throughput per minute. Else,
+    by Little's law, those ahead / throughput. With no dispatch yet, the median
+    of the waits people had lately stands in.
     """
     if in_queue == 0:
         return 0.0
     recent = [t for t in served_ms if now_ms - t <= 60_000]
     if recent:
         observed_sec = min(60.0, max((now_ms - min(served_ms)) / 1000, 10.0))
-        return in_queue / (len(recent) / observed_sec)
+        per_minute = len(recent) * 60 / observed_sec
+        if first_key_back_ms is not None and first_key_back_ms > now_ms:
+            # Held back: each window serves what the last one did (its burst), not an extrapolation of it.
+            return (first_key_back_ms - now_ms) / 1000 + 60.0 * ((in_queue - 1) // len(recent))
+        return in_queue * 60 / per_minute
     lately = sorted(w / 1000 for t, w in waits if now_ms - t <= 300_000)
     return lately[len(lately) // 2] if lately else 0.0
+
+
+def _first_key_back_ms(keys: list[dict[str, Any]], family: str) -> float | None:
+    """When the first key serving the family may take a request again, if none may now; None if one may."""
+    provider = "anthropic" if family.startswith("claude") else "openai"
+    back: list[float] = []
+    for key in keys:
+        if key["provider"] != provider or not ({"*", family} & set(key["families"])):
+            continue
+        if key["status"] in ("revoked", "over_quota", "disabled"):
+            continue
+        held = max(key["paced_until_ms"], key["cooldown_until_ms"] if key["status"] == "cooling_down" else 0)
+        if held <= time.time() * 1000:
+            return None  # this one is free, or only busy: Little's law applies
+        back.append(held)
+    return min(back) if back else None
 
 
 def _no_key(family: str) -> GatewayError:
