@@ -2,10 +2,11 @@
 --
 -- Order is start-time fair queuing between identities: a ticket's score is the
 -- later of the queue's virtual time (the score of the last ticket dispatched)
--- and the identity's own tail, and the identity's tail then moves on by the
--- ticket's cost. One identity's tenth request therefore lines up behind
--- everyone else's first, however fast it sent them. A retried request passes
--- its original score and keeps its place.
+-- and the identity's own tail, plus its token punishment; the identity's tail
+-- then moves on past it. One identity's tenth request therefore lines up
+-- behind everyone else's first, however fast it sent them, and a large prompt
+-- lets that many smaller ones go first. A retried request passes its original
+-- score and keeps its place.
 --
 -- KEYS[1]  the family's queue                ({prefix}queue:{family})
 -- KEYS[2]  ticket expiry set                 ({prefix}tickets)
@@ -18,7 +19,7 @@
 -- ARGV[2]  now, ms
 -- ARGV[3]  ticket TTL, ms (renewed by its process)
 -- ARGV[4]  most tickets one identity may have waiting (0: no limit)
--- ARGV[5]  the ticket's cost (1 + token punishment)
+-- ARGV[5]  the ticket's token punishment, in requests (0 for most)
 -- ARGV[6]  family
 -- ARGV[7]  fixed score for a retried request, or ""
 --
@@ -36,8 +37,8 @@ if ARGV[7] ~= '' then
 else
   local vtime = tonumber(redis.call('GET', KEYS[5]) or '0')
   local tail = tonumber(redis.call('GET', KEYS[4]) or '0')
-  score = math.max(vtime, tail)
-  redis.call('SET', KEYS[4], tostring(score + tonumber(ARGV[5])), 'PX', 3600000)
+  score = math.max(vtime, tail) + tonumber(ARGV[5])
+  redis.call('SET', KEYS[4], tostring(score + 1), 'PX', 3600000)
 end
 
 redis.call('ZADD', KEYS[1], score, ARGV[1])

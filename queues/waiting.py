@@ -200,13 +200,13 @@ class FamilyQueues:
 
     async def _join(self, ticket: str, family: str, identity: str, place: Place, prompt_bytes: int) -> int:
         q = self.schema
-        cost = 1.0 + self._punishment * (prompt_bytes / 4) / 1000  # ~4 bytes a token; factor 1 = +1 per 1k tokens
+        penalty = self._punishment * (prompt_bytes / 4) / 1000  # ~4 bytes a token; factor 1 = +1 slot per 1k tokens
         result = await self._enqueue(
             keys=[
                 q.queue(family), q.tickets, q.waiting(identity), q.tail(family, identity), q.vtime(family),
                 q.queued_families, q.known_families,
             ],
-            args=[ticket, int(time.time() * 1000), self._ticket_ttl_ms, self._limit, cost, family,
+            args=[ticket, int(time.time() * 1000), self._ticket_ttl_ms, self._limit, penalty, family,
                   place.score or ""],
         )
         if int(result[0]) != 1:

@@ -228,3 +228,48 @@ def test_queue_stats_report_the_queue_and_recent_waits(start_gateway, upstream):
     assert during["in_queue"] >= 1 and during["estimated_wait_sec"] > 0
     assert after["in_queue"] == 0 and after["estimated_wait_sec"] == 0
     assert len(after["recent_waits"]) == 2 and all(w > 0.2 for _, w in after["recent_waits"])
+
+
+def test_tokens_punishment_factor_lets_smaller_prompts_go_before_a_large_one(start_gateway, upstream):
+    gateway = start_gateway(**QUEUE_ENV, USER_CONCURRENCY_LIMIT="5", TOKENS_PUNISHMENT_FACTOR="1")
+    big = "word " * 8000  # ~10,000 tokens: ten request-slots of punishment
+    with ThreadPoolExecutor(4) as pool:
+        busy = pool.submit(chat_as, gateway, "10.5.0.1", user="busy")
+        time.sleep(0.15)
+        large = pool.submit(chat_as, gateway, "10.5.0.2", user="large",
+                            messages=[{"role": "user", "content": big}])
+        time.sleep(0.15)
+        small = [pool.submit(chat_as, gateway, f"10.5.0.{3 + i}", user=f"small-{i}") for i in range(2)]
+        for f in (busy, large, *small):
+            assert f.result().status_code == 200
+    order = [body.split('"user":"')[1].split('"')[0] for body in served_order(upstream)]
+    assert order[0] == "busy" and set(order[1:3]) == {"small-0", "small-1"} and order[3] == "large", order
+
+
+def test_a_spent_rate_limit_budget_holds_a_key_back_until_its_reset(store_url):
+    """Pacing: a key upstream said is out of requests is not offered before the reset it gave."""
+    import asyncio
+
+    from gateway.store import open_store
+    from keypool import KeyPool, NoKeyAvailable, PoolSchema, RateBudget, parse_keys
+
+    async def scenario() -> tuple[str, float, bool]:
+        store = open_store(store_url)
+        pool = KeyPool(store, PoolSchema(f"pace-{time.monotonic_ns()}:"), lease_ttl_sec=30)
+        await pool.register_configured(parse_keys("openai", ["sk-pace-key-0001"]))
+        lease = await pool.lease_key("openai", "gpt-4o")
+        spent = RateBudget(requests_remaining=0, requests_reset_ms=int(time.time() * 1000) + 700)
+        await pool.settle(lease, "gpt-4o", budget=spent)
+        try:
+            await pool.lease_key("openai", "gpt-4o")
+            held = ("leased", 0.0)
+        except NoKeyAvailable as none:
+            held = (none.reason, none.retry_after_sec)
+        await asyncio.sleep(0.8)
+        again = await pool.lease_key("openai", "gpt-4o")
+        await store.aclose()
+        return held[0], held[1], bool(again.key_id)
+
+    reason, retry_after, served_after_reset = asyncio.run(scenario())
+    assert reason == "unavailable" and 0.3 < retry_after <= 0.7
+    assert served_after_reset
