@@ -24,11 +24,10 @@
 -- ARGV[3]  lease TTL, ms
 -- ARGV[4]  lease nonce (unique per lease)
 -- ARGV[5]  key hash prefix                   ({prefix}key:)
--- ARGV[6]  key ids to skip, comma-separated (keys this request already failed on)
--- ARGV[7]  the caller's ticket ("" on the fast path)
--- ARGV[8]  most requests in flight per key (0: no limit)
--- ARGV[9]  waiting-counter prefix            ({prefix}waiting:)
--- ARGV[10] wake channel                      ({prefix}wake)
+-- ARGV[6]  the caller's ticket ("" on the fast path)
+-- ARGV[7]  most requests in flight per key (0: no limit)
+-- ARGV[8]  waiting-counter prefix            ({prefix}waiting:)
+-- ARGV[9]  wake channel                      ({prefix}wake)
 --
 -- Returns {1, key_id, lease_id, secret, organization} on success, else {0, reason, n}:
 --   "no_keys"      nothing can serve this family at all (n = 0)
@@ -41,8 +40,8 @@ local now = tonumber(ARGV[1])
 local family = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local prefix = ARGV[5]
-local ticket = ARGV[7]
-local max_inflight = tonumber(ARGV[8])
+local ticket = ARGV[6]
+local max_inflight = tonumber(ARGV[7])
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, lease in ipairs(expired) do
@@ -60,8 +59,8 @@ local function forget_ticket(t)
   redis.call('ZREM', KEYS[4], t)
   local identity = string.match(t, '^[^|]*|[^|]*|(.*)$')
   if identity then
-    local w = redis.call('DECR', ARGV[9] .. identity)
-    if w <= 0 then redis.call('DEL', ARGV[9] .. identity) end
+    local w = redis.call('DECR', ARGV[8] .. identity)
+    if w <= 0 then redis.call('DEL', ARGV[8] .. identity) end
   end
 end
 
@@ -83,13 +82,10 @@ else
   local rank = redis.call('ZRANK', KEYS[3], ticket)
   if not rank then return {0, 'gone', 0} end
   if rank > 0 then
-    if purged then redis.call('PUBLISH', ARGV[10], redis.call('ZRANGE', KEYS[3], 0, 0)[1]) end
+    if purged then redis.call('PUBLISH', ARGV[9], redis.call('ZRANGE', KEYS[3], 0, 0)[1]) end
     return {0, 'behind', rank}
   end
 end
-
-local skip = {}
-for kid in string.gmatch(ARGV[6], '[^,]+') do skip[kid] = true end
 
 local function serves(families)
   if families == false or families == '' or families == '*' then return true end
@@ -122,7 +118,7 @@ for _, kid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       end
     end
     local inflight = tonumber(f[3]) or 0
-    if status == 'active' and not skip[kid] then
+    if status == 'active' then
       local usable = max_inflight <= 0 or inflight < max_inflight
       -- Pacing: a budget upstream reported as spent, whose reset has not come, would only earn a 429.
       local req_reset = tonumber(f[7]) or 0
@@ -167,7 +163,7 @@ if ticket ~= '' then
   redis.call('LTRIM', KEYS[6], 0, 49)
   local next_head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
   if next_head then
-    redis.call('PUBLISH', ARGV[10], next_head)  -- perhaps another key is free: the next in line tries
+    redis.call('PUBLISH', ARGV[9], next_head)  -- perhaps another key is free: the next in line tries
   else
     redis.call('SREM', KEYS[7], family)
   end

@@ -134,7 +134,7 @@ class KeyPool:
                     await self._redis.delete(self.schema.key(kid))
 
     async def lease_key(
-        self, provider: str, family: str, skip: tuple[str, ...] = (), *, ticket: str = ""
+        self, provider: str, family: str, *, ticket: str = ""
     ) -> KeyLease:
         """Lease the best key for the family, or raise NoKeyAvailable. One round trip.
 
@@ -146,7 +146,7 @@ class KeyPool:
         result = await self._lease_script(
             keys=[self.schema.provider_keys(provider), self.schema.leases, *q.lease_keys(family)],
             args=[
-                _now_ms(), family, self._lease_ttl_ms, nonce, self.schema.key_hash_prefix, ",".join(skip),
+                _now_ms(), family, self._lease_ttl_ms, nonce, self.schema.key_hash_prefix,
                 ticket, self._key_concurrency, q.waiting_prefix, q.wake_channel,
             ],
         )

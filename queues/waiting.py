@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,10 @@ class ClientGone(Exception):
 
 @dataclass(slots=True)
 class Place:
-    """Where a request stands: its queue score once it has queued (a retry keeps it), and its wait."""
+    """Where a request stands, kept across its retries: when it arrived, its queue score once it has
+    queued, and how long it has waited. A retry after a 429 lines up by these, not as a newcomer."""
 
+    arrived_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     score: str | None = None
     waited_ms: int = 0
 
@@ -143,7 +145,8 @@ class FamilyQueues:
         hang_up: asyncio.Future[Any] | None,
     ) -> KeyLease:
         started = time.monotonic()
-        ticket = f"{int(time.time() * 1000):013d}|{secrets.token_hex(5)}|{identity}"
+        # Stamped with the request's arrival: among equal scores, whoever came first goes first.
+        ticket = f"{place.arrived_ms:013d}|{secrets.token_hex(5)}|{identity}"
         woken = asyncio.Event()
         self._waiters[ticket] = woken
         try:

@@ -92,7 +92,14 @@ def upstream_rests(gateway: Any, secret: str, seconds: float = 300.0) -> None:
     others = tuple(k["id"] for k in gateway.keys() if not k["key"].endswith(secret[-4:]))
 
     async def rest() -> None:
-        lease = await pool.lease_key("openai", "gpt-4o", skip=others)
+        # Hold leases on the other keys until the pool (fewest in flight first) hands out this one.
+        held = []
+        lease = await pool.lease_key("openai", "gpt-4o")
+        while lease.key_id in others:
+            held.append(lease)
+            lease = await pool.lease_key("openai", "gpt-4o")
+        for other in held:
+            await pool.settle(other, "gpt-4o")
         await pool.settle(lease, "gpt-4o", RATE_LIMITED, cooldown_sec=seconds, reason="429 rate limited")
 
     gateway.run(rest())

@@ -273,3 +273,57 @@ def test_a_spent_rate_limit_budget_holds_a_key_back_until_its_reset(store_url):
     reason, retry_after, served_after_reset = asyncio.run(scenario())
     assert reason == "unavailable" and 0.3 < retry_after <= 0.7
     assert served_after_reset
+
+
+def test_a_request_retried_after_a_429_keeps_its_place_in_line(start_gateway, upstream):
+    """It got a 429 from one key, and still goes before everyone who arrived after it."""
+    gateway = start_gateway(
+        OPENAI_KEY="sk-ratelimited-delay300-place-0001,sk-slow-delay2000-place-0002", KEY_CONCURRENCY="1",
+        USER_CONCURRENCY_LIMIT="5", MAX_KEY_ATTEMPTS="20",
+    )
+
+    def seen(user: str, key_end: str) -> list[dict]:
+        return [r for r in upstream.requests if f'"user":"{user}"' in r["body"] and r["key"].endswith(key_end)]
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(4) as pool:
+        # Occupy the healthy key first: then the only free key for the next arrival is the one that 429s.
+        first = pool.submit(chat_as, gateway, "10.6.0.1", user="first")
+        wait_for(lambda: seen("first", "0002"), "the first request never reached the healthy key")
+        if seen("first", "0001"):  # it met the rate-limited key on its way: let that key's rest (1 s) pass
+            time.sleep(max(0.0, seen("first", "0001")[0]["started_at"] + 1.4 - time.time()))
+        retried = pool.submit(chat_as, gateway, "10.6.0.2", user="retried")
+        wait_for(lambda: seen("retried", "0001"), "the second request never met the rate-limited key")
+        # Its 429 takes 300 ms to come back: the next two are in line before it rejoins.
+        later = [pool.submit(chat_as, gateway, f"10.6.0.{3 + i}", user=f"later-{i}") for i in range(2)]
+        for f in (first, retried, *later):
+            assert f.result().status_code == 200
+    served = [r["body"].split('"user":"')[1].split('"')[0] for r in upstream.requests
+              if r["path"] == "/v1/chat/completions" and r["status"] == 200]
+    assert served[:2] == ["first", "retried"], served
+
+
+async def test_a_queued_stream_whose_client_stops_reading_is_dropped(monkeypatch):
+    """Heartbeats that cannot be delivered end the wait instead of holding a place in line for ever."""
+    import asyncio
+
+    from gateway import client_link
+    from gateway.errors import GatewayError
+
+    monkeypatch.setattr(client_link, "STALLED_CLIENT_SEC", 0.2)
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the socket buffer is full: the client reads nothing
+
+    link = client_link.ClientLink(send, None, "openai")
+    with pytest.raises(GatewayError):
+        await asyncio.wait_for(link.keep_alive_while_queued(3), timeout=5)
+    assert sent[0]["status"] == 200 and b"position 4" in sent[1]["body"]
