@@ -19,11 +19,12 @@ from litestar import Litestar, Request, get
 
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
+from gateway.client_link import ClientLink
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
-from gateway.pipeline import ProxyPipeline, send_gateway_error
+from gateway.pipeline import ProxyPipeline
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
@@ -65,7 +66,7 @@ class PoolgateApp:
             try:
                 route = resolve_route(path, self.settings.proxy_endpoint_route)
             except GatewayError as error:
-                await send_gateway_error(send, OPENAI, error)
+                await ClientLink(send, receive, OPENAI).send_error(error)
                 return
             if route is not None:
                 assert self._pipeline is not None, "the pipeline is built at start-up"

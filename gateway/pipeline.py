@@ -22,7 +22,7 @@ from gateway.admission import admit
 from gateway.client_link import ClientLink
 from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
-from gateway.errors import GatewayError, render_error
+from gateway.errors import GatewayError
 from gateway.gatekeeper import Gatekeeper
 from gateway.relay import Relay
 from gateway.routing import Route
@@ -81,12 +81,6 @@ class ProxyPipeline:
             pass  # it left while waiting; its ticket has left the queue too
         finally:
             link.close()
-
-
-async def send_gateway_error(send: Any, dialect: str, error: GatewayError) -> None:
-    status, headers, body = render_error(dialect, error)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _split_query(query_string: bytes) -> tuple[str, str | None]:
