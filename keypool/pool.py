@@ -210,7 +210,6 @@ class KeyPool:
                 budget.tokens_reset_ms,
                 q.queue_prefix,
                 q.wake_channel,
-                q.waiting_prefix,
                 budget.tier,
             ],
         )

@@ -23,8 +23,7 @@
 --          their reset (ms), tokens remaining, their reset (ms); -1 where the reply said nothing
 -- ARGV[14] queue key prefix                  ({prefix}queue:)
 -- ARGV[15] wake channel                      ({prefix}wake)
--- ARGV[16] waiting-counter prefix            ({prefix}waiting:)
--- ARGV[17] the key's usage tier as this reply's limits suggest ("" = unknown)
+-- ARGV[16] the key's usage tier as this reply's limits suggest ("" = unknown)
 --
 -- A released key wakes the ticket at the head of each queue it can serve, so
 -- exactly one waiter per family tries to claim it: no polling, no herd.
@@ -69,7 +68,7 @@ if status ~= 'disabled' then
   end
 end
 
-if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'tier', ARGV[17]) end
+if ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'tier', ARGV[16]) end
 
 local rl = {'rl_requests_remaining', 'rl_requests_reset', 'rl_tokens_remaining', 'rl_tokens_reset'}
 for i = 1, 4 do
@@ -87,24 +86,23 @@ if status == 'active' or status == 'cooling_down' then
       end
     end
     if serves then
-      -- Wake the first live ticket: a dead process's ticket at the head is dropped, not woken.
+      -- Wake the first live ticket. Dead ones ahead of it (a crashed process's) are only passed
+      -- over here: the woken ticket's claim (lease_key.lua) drops them from the head.
       local queue = ARGV[14] .. fam
       local now = tonumber(ARGV[9])
-      while true do
-        local head = redis.call('ZRANGE', queue, 0, 0)[1]
-        if not head then break end
-        local alive = tonumber(redis.call('ZSCORE', KEYS[7], head))
-        if alive and alive >= now then
-          redis.call('PUBLISH', ARGV[15], head)
-          break
+      local start, woke = 0, false
+      while not woke do
+        local batch = redis.call('ZRANGE', queue, start, start + 9)
+        if #batch == 0 then break end
+        for _, t in ipairs(batch) do
+          local alive = tonumber(redis.call('ZSCORE', KEYS[7], t))
+          if alive and alive >= now then
+            redis.call('PUBLISH', ARGV[15], t)
+            woke = true
+            break
+          end
         end
-        redis.call('ZREM', queue, head)
-        redis.call('ZREM', KEYS[7], head)
-        local identity = string.match(head, '^[^|]*|[^|]*|(.*)$')
-        if identity then
-          local w = redis.call('DECR', ARGV[16] .. identity)
-          if w <= 0 then redis.call('DEL', ARGV[16] .. identity) end
-        end
+        start = start + 10
       end
     end
   end
