@@ -133,12 +133,13 @@ class PoolgateApp:
             "embedded (single process)" if s.store_is_embedded else "redis",
         )
 
-    async def queue_stats(self) -> dict[str, dict[str, Any]]:
+    async def queue_stats(self, keys: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
         """Per model family: {"in_queue": int, "estimated_wait_sec": float, "recent_waits": [[unix_time, sec]...]}.
 
-        Families with nobody waiting and no recent waits may be absent.
+        Families with nobody waiting and no recent waits may be absent. Pass
+        `keys` (the pool's `describe_keys()`) when already read.
         """
-        return await self.queues.stats() if self.queues is not None else {}
+        return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
         await self.key_checks.stop()

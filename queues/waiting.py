@@ -247,8 +247,12 @@ class FamilyQueues:
             raise ClientGone
         return waiter in done
 
-    async def stats(self) -> dict[str, dict[str, Any]]:
-        """Per family: requests in queue, estimated wait, and recent actual waits."""
+    async def stats(self, keys: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """Per family: requests in queue, estimated wait, and recent actual waits.
+
+        `keys` is `KeyPool.describe_keys()` when the caller has it already; the
+        keys are read only if someone is waiting (the estimate needs them then).
+        """
         q = self.schema
         families = sorted(_text(f) for f in await self._redis.smembers(q.known_families))
         if not families:
@@ -260,7 +264,8 @@ class FamilyQueues:
                 pipe.lrange(q.waits(family), 0, -1)
             results = await pipe.execute()
         now_ms = time.time() * 1000
-        keys = await self._pool.describe_keys()
+        if keys is None and any(int(results[3 * i]) for i in range(len(families))):
+            keys = await self._pool.describe_keys()
         stats = {}
         for i, family in enumerate(families):
             in_queue, served, waits = results[3 * i : 3 * i + 3]
@@ -268,7 +273,8 @@ class FamilyQueues:
             stats[family] = {
                 "in_queue": int(in_queue),
                 "estimated_wait_sec": estimate_wait_sec(
-                    int(in_queue), [int(s) for s in served], waits_pairs, now_ms, _first_key_back_ms(keys, family)
+                    int(in_queue), [int(s) for s in served], waits_pairs, now_ms,
+                    _first_key_back_ms(keys, family) if int(in_queue) and keys is not None else None,
                 ),
                 "recent_waits": [[t / 1000, w / 1000] for t, w in reversed(waits_pairs)],
             }

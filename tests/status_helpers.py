@@ -64,7 +64,7 @@ def people_waiting(gateway: Any) -> None:
     """Stand in for the queues: 3 waiting for gpt-4o (about 42 s), 7 for Claude Sonnet (about 95 s)."""
     now = time.time()
 
-    async def queue_stats() -> dict[str, dict[str, Any]]:
+    async def queue_stats(keys: Any = None) -> dict[str, dict[str, Any]]:
         return {
             "gpt-4o": {
                 "in_queue": 3, "estimated_wait_sec": 42.0,

@@ -71,11 +71,11 @@ class StatusCache:
         pool = self._app.pool
         assert pool is not None, "the status page is served after start-up"
         families = [f for p in PROVIDERS for f in known_families(p)]
-        keys, totals, people, queues, *usage = await asyncio.gather(
-            pool.describe_keys(),
+        keys = await pool.describe_keys()  # read once: the queue estimates need them too
+        totals, people, queues, *usage = await asyncio.gather(
             pool.usage_totals(),
             pool.active_identities(ACTIVE_WINDOW_SEC),
-            self._app.queue_stats(),
+            self._app.queue_stats(keys),
             *(pool.family_usage(f) for f in families),
         )
         return PoolSnapshot(
