@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -99,32 +102,47 @@ def test_readme_quick_start_test_command_is_what_ci_runs():
     assert command.group(0).strip() in (ROOT / ".ci" / "run").read_text()
 
 
-def test_poolgate_serve_and_mock_upstream_work_from_the_command_line(tmp_path):
+@contextlib.contextmanager
+def gateway_from_the_command_line(
+    tmp_path: Path, env: dict[str, str], *serve_args: str
+) -> Iterator[tuple[str, list[str]]]:
+    """`poolgate mock-upstream` and `poolgate serve` as real processes, the gateway pointed at the mock.
+
+    Yields the gateway's URL and a list that holds both processes' stderr once they have stopped.
+    """
     mock_port, gateway_port = free_port(), free_port()
     clean = {k: v for k, v in os.environ.items() if k not in _all_setting_names()}
     mock = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(mock_port)],
         env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    env = {**clean, "OPENAI_KEY": "sk-cli-test-0001", "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}",
-           "GATEKEEPER": "proxy_key", "PROXY_KEY": "cli-pass", "PORT": str(gateway_port), "BIND_ADDRESS": "127.0.0.1"}
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "gateway.cli", "serve", *serve_args],
+        env={**clean, "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}", "PORT": str(gateway_port),
+             "BIND_ADDRESS": "127.0.0.1", **env},
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    logs: list[str] = []
     try:
         wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
         wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
-        assert httpx.get(f"http://127.0.0.1:{gateway_port}/health").json()["status"] == "ok"
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/proxy/openai/v1", api_key="cli-pass")
-        reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-        assert reply.choices[0].message.content
+        yield f"http://127.0.0.1:{gateway_port}", logs
     finally:
         for proc in (gateway, mock):
             proc.terminate()
-        logs = "".join(proc.communicate(timeout=15)[1] for proc in (gateway, mock))
-    assert "sk-cli-test-0001" not in logs, "a key must never appear in a log line"
-    assert "cli-pass" not in logs
+        logs.extend(proc.communicate(timeout=15)[1] for proc in (gateway, mock))
+
+
+def test_poolgate_serve_and_mock_upstream_work_from_the_command_line(tmp_path):
+    env = {"OPENAI_KEY": "sk-cli-test-0001", "GATEKEEPER": "proxy_key", "PROXY_KEY": "cli-pass"}
+    with gateway_from_the_command_line(tmp_path, env) as (url, logs):
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+        client = openai.OpenAI(base_url=f"{url}/proxy/openai/v1", api_key="cli-pass")
+        reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content
+    assert logs, "both processes' logs were read"
+    assert "sk-cli-test-0001" not in "".join(logs), "a key must never appear in a log line"
+    assert "cli-pass" not in "".join(logs)
 
 
 def test_an_unreachable_redis_is_one_clear_line_without_its_password():
@@ -139,32 +157,14 @@ def test_an_unreachable_redis_is_one_clear_line_without_its_password():
 def test_several_workers_share_one_redis(redis_server, tmp_path):
     if redis_server is None:
         pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this test")
-    mock_port, gateway_port = free_port(), free_port()
-    clean = {k: v for k, v in os.environ.items() if k not in _all_setting_names()}
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(mock_port)],
-        env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    env = {**clean, "OPENAI_KEY": "sk-workers-0001", "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}",
-           "REDIS_URL": redis_server, "REDIS_PREFIX": f"workers-{gateway_port}:", "PORT": str(gateway_port),
-           "BIND_ADDRESS": "127.0.0.1"}
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        wait_until_listening(f"http://127.0.0.1:{mock_port}/_mock/requests", mock)
-        wait_until_listening(f"http://127.0.0.1:{gateway_port}/health", gateway)
+    prefix = f"workers-{uuid.uuid4().hex[:8]}:"
+    env = {"OPENAI_KEY": "sk-workers-0001", "REDIS_URL": redis_server, "REDIS_PREFIX": prefix}
+    with gateway_from_the_command_line(tmp_path, env, "--workers", "2") as (url, _):
         chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(20):  # fresh connections, so both workers take some
-            reply = httpx.post(f"http://127.0.0.1:{gateway_port}/v1/chat/completions", json=chat)
+            reply = httpx.post(f"{url}/v1/chat/completions", json=chat)
             assert reply.status_code == 200
         import redis
 
-        totals = redis.Redis.from_url(redis_server).hgetall(f"workers-{gateway_port}:usage:total")
+        totals = redis.Redis.from_url(redis_server).hgetall(f"{prefix}usage:total")
         assert int(totals[b"prompts"]) == 20, "every worker accounts into the one shared store"
-    finally:
-        for proc in (gateway, mock):
-            proc.terminate()
-        for proc in (gateway, mock):
-            proc.communicate(timeout=15)
