@@ -1,0 +1,1 @@
+"""poolgate's benchmark suite: `python3 -m bench` (see bench/README.md)."""

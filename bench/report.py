@@ -1,0 +1,326 @@
+"""The suite's report: the machine, every measurement, and each target met or not, as Markdown, JSON and PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def describe_machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                         if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        memory_kb = 0
+    versions = {}
+    for package in ("litestar", "httpx", "httpx-aiohttp", "aiohttp", "uvicorn", "uvloop", "redis", "msgspec"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        redis_server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
+                                      check=False).stdout.split()[2].removeprefix("v=")
+    except (OSError, IndexError):
+        redis_server = "not installed"
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory_kb / 2**20, 1),
+        "kernel": platform.release(), "python": platform.python_version(), "redis_server": redis_server,
+        "packages": versions,
+    }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target from the issue, and where this run stands against it."""
+
+    name: str
+    target: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def _get(report: dict[str, Any], *path: str) -> Any:
+    value: Any = report
+    for step in path:
+        if not isinstance(value, dict) or step not in value:
+            return None
+        value = value[step]
+    return value
+
+
+def _check(name: str, target: str, value: Any, good: Callable[[Any], bool], shown: Callable[[Any], str]) -> Check:
+    if value is None:
+        return Check(name, target, "not measured", None)
+    return Check(name, target, shown(value), bool(good(value)))
+
+
+def checks(report: dict[str, Any]) -> list[Check]:
+    rps = {name: _get(report, "non_streaming", "targets", name, "requests_per_sec")
+           for name in ("bare_relay", "poolgate", "litellm")}
+    vs_bare = rps["poolgate"] / rps["bare_relay"] if rps["poolgate"] and rps["bare_relay"] else None
+    vs_litellm = rps["poolgate"] / rps["litellm"] if rps["poolgate"] and rps["litellm"] else None
+    added_1 = _get(report, "non_streaming", "added_ms", "poolgate", "in_flight_1") or {}
+    ttft = _get(report, "streaming", "added_ms", "poolgate", "ttft") or {}
+    held = report.get("many_streams")
+    queue = report.get("queue")
+    ms = "{:.2f} ms".format
+    return [
+        _check("throughput vs bare relay", "≥ 55%", vs_bare, lambda v: v >= 0.55, "{:.0%}".format),
+        _check("throughput vs LiteLLM", "≥ 25×", vs_litellm, lambda v: v >= 25, "{:.1f}×".format),
+        _check("added latency, 1 in flight, p50", "≤ 1.5 ms", added_1.get("p50"), lambda v: v <= 1.5, ms),
+        _check("added latency, 1 in flight, p99", "≤ 5 ms", added_1.get("p99"), lambda v: v <= 5, ms),
+        _check("streaming: added time to first token, p50", "≤ 3 ms", ttft.get("p50"), lambda v: v <= 3, ms),
+        _check(f"{held['streams'] if held else 1000} concurrent streams: peak memory", "< 300 MB",
+               held and held["peak_memory_mb"], lambda v: v < 300, "{:.0f} MB".format),
+        _check("concurrent streams: stalled or failed", "none",
+               held and held["stalled"] + held["failed"], lambda v: v == 0, str),
+        _check("queue: pool capacity used", "≥ 95%", queue and queue["capacity_used"], lambda v: v >= 0.95,
+               "{:.0%}".format),
+        _check("queue: upstream 429s", "≤ 1% of requests", queue and queue["upstream_429_share"],
+               lambda v: v <= 0.01, "{:.1%}".format),
+        _check("queue: client-visible errors", "none", queue and queue["client_errors"], lambda v: v == 0, str),
+        _check("queue: Jain's fairness index", "≥ 0.95", queue and queue["jain_index_served"],
+               lambda v: v >= 0.95, "{:.3f}".format),
+        _check("queue: median estimated-wait error", "≤ 25%", queue and queue["median_estimate_error"],
+               lambda v: v <= 0.25, "{:.1%}".format),
+    ]
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    """What says the suite itself did not work: errors where there should be none, missing measurements."""
+    found = []
+    for phase in ("non_streaming", "streaming"):
+        for name, result in (_get(report, phase, "targets") or {}).items():
+            if "skipped" in result:
+                continue
+            if result.get("errors"):
+                found.append(f"{phase}: {name} answered {result['errors']} errors ({result.get('first_error')})")
+            counted = result.get("in_flight_1", result.get("ttft", {})).get("count")
+            if not counted:
+                found.append(f"{phase}: {name} has no successful measurement")
+    held = report.get("many_streams")
+    if held and held["failed"]:
+        found.append(f"many streams: {held['failed']} failed ({held['first_error']})")
+    queue = report.get("queue")
+    if queue and (queue["client_errors"] or not queue["offered"]):
+        found.append(f"queue: {queue['client_errors']} client errors of {queue['offered']} requests")
+    return found
+
+
+# --- Markdown -------------------------------------------------------------------------------------------
+
+NAMES = {"upstream": "fake upstream, direct", "bare_relay": "bare relay (Litestar + same client)",
+         "poolgate": "poolgate, 1 worker", "poolgate_2_workers": "poolgate, 2 workers, one Redis",
+         "litellm": "LiteLLM proxy"}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def _ms(summary: dict[str, Any] | None, quantile: str) -> str:
+    return f"{summary[quantile + '_ms']:.2f}" if summary and summary.get("count") else "–"
+
+
+def markdown(report: dict[str, Any], plot_name: str | None) -> str:
+    machine = report["machine"]
+    lines = [
+        f"# poolgate benchmark ({report['mode']} run)", "",
+        f"Run {report['started_at']} in {report['duration_sec']:.0f} s with `{report['command']}`.", "",
+        f"**Machine:** {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB, Linux "
+        f"{machine['kernel']}, Python {machine['python']}, redis-server {machine['redis_server']}; "
+        + ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
+        + (f", LiteLLM {report['litellm_version']}" if report.get("litellm_version") else "") + ".", "",
+        _placement(report), "",
+        "## Targets", "",
+        *_table(["measure", "target", "this run", "met"],
+                [[c.name, c.target, c.measured, {True: "yes", False: "**no**", None: "–"}[c.met]]
+                 for c in checks(report)]),
+        "",
+    ]
+    if plot_name:
+        lines += [f"![throughput, added latency, streaming and memory]({plot_name})", ""]
+    lines += _non_streaming_section(report.get("non_streaming"))
+    lines += _streaming_section(report.get("streaming"))
+    lines += _many_streams_section(report.get("many_streams"))
+    lines += _queue_section(report.get("queue"))
+    found = problems(report)
+    if found:
+        lines += ["## Problems", "", *(f"- {problem}" for problem in found), ""]
+    return "\n".join(lines)
+
+
+def _placement(report: dict[str, Any]) -> str:
+    cores = report.get("cores") or {}
+    if cores.get("server") is None:
+        return ("Only one core was available, so the server under test shared it with the load generator, "
+                "the fake upstream and Redis.")
+    return (f"Each server under test ran alone on core {cores['server']}; the load generator, the fake upstream "
+            f"and redis-server shared core {cores['everything_else']}. The two-worker poolgate was not pinned: its "
+            "workers share both cores with the rest, so it shows that workers on one Redis add up, not the "
+            "ceiling of a bigger machine.")
+
+
+def _non_streaming_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    targets = phase["targets"]
+    rows = []
+    for name, result in targets.items():
+        if "skipped" in result:
+            rows.append([NAMES.get(name, name), f"skipped: {result['skipped']}", *["–"] * 6])
+            continue
+        added = phase["added_ms"].get(name, {})
+        one, many = result["in_flight_1"], result["in_flight_32"]
+        rows.append([
+            NAMES.get(name, name), f"{result['requests_per_sec']:,.0f}", _ms(one, "p50"), _ms(one, "p99"),
+            _ms(many, "p50"), _ms(many, "p99"),
+            " / ".join(f"{added[m]['p50']:+.2f}, {added[m]['p99']:+.2f}" for m in ("in_flight_1", "in_flight_32")
+                       if m in added) or "–",
+            str(result["errors"]),
+        ])
+    return [
+        "## Non-streaming chat completions", "",
+        "Requests per second at 32 in flight (median of the rounds); latency of the whole round trip in ms; "
+        "added = p50, p99 minus the fake upstream's own, at 1 / 32 in flight.", "",
+        *_table(["server", "requests/s", "p50 @1", "p99 @1", "p50 @32", "p99 @32", "added ms @1 / @32", "errors"],
+                rows),
+        "",
+    ]
+
+
+def _streaming_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    rows = []
+    for name, result in phase["targets"].items():
+        if "skipped" in result:
+            rows.append([NAMES.get(name, name), f"skipped: {result['skipped']}", *["–"] * 5])
+            continue
+        added = phase["added_ms"].get(name, {})
+        rows.append([
+            NAMES.get(name, name), _ms(result["ttft"], "p50"), _ms(result["ttft"], "p99"),
+            _ms(result["gap"], "p50"), _ms(result["gap"], "p99"),
+            " / ".join(f"{added[m]['p50']:+.2f}" for m in ("ttft", "gap") if m in added) or "–",
+            str(result["errors"]),
+        ])
+    return [
+        "## Streaming", "",
+        f"One stream at a time, {phase['tokens_per_stream']} tokens paced by the fake upstream at "
+        f"{phase['tokens_per_sec']:g} a second. Time to first token counts from sending the request to the "
+        "first event that carries text; gaps are between consecutive text events.", "",
+        *_table(["server", "TTFT p50", "TTFT p99", "gap p50", "gap p99", "added ms TTFT / gap (p50)", "errors"],
+                rows),
+        "",
+    ]
+
+
+def _many_streams_section(held: dict[str, Any] | None) -> list[str]:
+    if not held:
+        return []
+    return [
+        "## Concurrent slow streams", "",
+        f"{held['streams']} streams opened together through poolgate (1 worker), each {held['tokens_each']} tokens "
+        f"over {held['seconds_each']:g} s. Memory is poolgate's resident set.", "",
+        *_table(["completed", "stalled (silence > {:g} s)".format(held["stall_threshold_sec"]), "failed",
+                 "longest silence", "memory idle", "memory peak"],
+                [[str(held["completed"]), str(held["stalled"]), str(held["failed"]),
+                  f"{held['longest_silence_sec']:.2f} s", f"{held['idle_memory_mb']:.0f} MB",
+                  f"{held['peak_memory_mb']:.0f} MB"]]),
+        "",
+    ]
+
+
+def _queue_section(queue: dict[str, Any] | None) -> list[str]:
+    if not queue:
+        return []
+    error = queue["median_estimate_error"]
+    return [
+        "## Queue quality", "",
+        f"{queue['keys']} keys, each limited by the fake upstream to {queue['rpm_per_key']} requests a minute; "
+        f"{queue['identities']} identities offer {queue['overload']:g}× the pool's capacity for "
+        f"{queue['seconds']:g} s ({queue['offered']} requests) and wait for their answers.", "",
+        *_table(["capacity used", "upstream 429s", "client errors", "Jain's index", "median wait", "max wait",
+                 "median estimate error"],
+                [[f"{queue['capacity_used']:.0%}", f"{queue['upstream_429s']} of {queue['upstream_requests']}",
+                  str(queue["client_errors"]), f"{queue['jain_index_served']:.3f}", f"{queue['median_wait_sec']} s",
+                  f"{queue['max_wait_sec']} s",
+                  f"{error:.1%} (of {queue['waits_estimated']} waits ≥ 1 s)" if error is not None else "–"]]),
+        "",
+    ]
+
+
+# --- PNG ------------------------------------------------------------------------------------------------
+
+def plot(report: dict[str, Any], path: Path) -> str | None:
+    """Draw the run into a PNG; a reason instead when matplotlib is missing (`pip install -e '.[bench]'`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]')"
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8))
+    non_streaming = (report.get("non_streaming") or {}).get("targets", {})
+    measured = {n: r for n, r in non_streaming.items() if "skipped" not in r and n != "upstream"}
+    names = [NAMES.get(n, n).split(" (")[0] for n in measured]
+    bars = axes[0][0].bar(names, [r["requests_per_sec"] for r in measured.values()], color="#4c72b0")
+    axes[0][0].bar_label(bars, fmt="%.0f")
+    axes[0][0].set_title("Requests per second, 32 in flight (server on one core)")
+    added = (report.get("non_streaming") or {}).get("added_ms", {})
+    positions = range(len(measured))
+    for offset, (quantile, colour) in enumerate((("p50", "#55a868"), ("p99", "#c44e52"))):
+        values = [added.get(n, {}).get("in_flight_1", {}).get(quantile, 0) for n in measured]
+        axes[0][1].bar([p + offset * 0.4 for p in positions], values, width=0.4, label=quantile, color=colour)
+    axes[0][1].set_xticks([p + 0.2 for p in positions], names)
+    axes[0][1].set_yscale("symlog", linthresh=1)
+    axes[0][1].set_title("Added latency at 1 in flight (ms)")
+    axes[0][1].legend()
+    streaming = (report.get("streaming") or {}).get("added_ms", {})
+    stream_names = list(streaming)
+    axes[1][0].bar([NAMES.get(n, n).split(" (")[0] for n in stream_names],
+                   [streaming[n].get("ttft", {}).get("p50", 0) for n in stream_names], color="#8172b2")
+    axes[1][0].set_title("Streaming: added time to first token, p50 (ms)")
+    held = report.get("many_streams")
+    if held:
+        times, megabytes = zip(*held["memory_samples"], strict=True)
+        axes[1][1].plot(times, megabytes, color="#dd8452")
+        axes[1][1].axhline(300, linestyle="--", color="grey", label="300 MB target")
+        axes[1][1].set_ylim(bottom=0)
+        axes[1][1].legend()
+        axes[1][1].set_title(f"poolgate memory (MB) during {held['streams']} concurrent streams")
+        axes[1][1].set_xlabel("seconds")
+    for row in axes:
+        for axis in row:
+            axis.tick_params(axis="x", labelsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None
+
+
+def write(report: dict[str, Any], directory: Path, name: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    png = directory / f"{name}.png"
+    missing_plot = plot(report, png)
+    if missing_plot:
+        report["plot"] = missing_plot
+    written = [directory / f"{name}.json", directory / f"{name}.md"]
+    written[0].write_text(json.dumps(report, indent=2) + "\n")
+    written[1].write_text(markdown(report, None if missing_plot else png.name))
+    return written if missing_plot else [*written, png]
