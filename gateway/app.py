@@ -28,6 +28,7 @@ from gateway.pipeline import ProxyPipeline
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
+from gateway.script_link import open_script_runner
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
@@ -86,7 +87,8 @@ class PoolgateApp:
         s = self.settings
         self.started_at = time.time()
         self.store = open_store(s.redis_url)
-        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec, key_concurrency=s.key_concurrency)
+        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec, key_concurrency=s.key_concurrency,
+                            scripts=open_script_runner(s.redis_url, self.store))
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         await self.pool.register_configured(keys)
         self.pool.keeper.start()
@@ -149,6 +151,8 @@ class PoolgateApp:
             await self.pool.keeper.stop()
         for client in self._clients.values():
             await client.aclose()
+        if self.pool is not None and self.pool.scripts is not self.store:
+            await self.pool.scripts.aclose()
         if self.store is not None:
             await self.store.aclose()
 

@@ -85,15 +85,18 @@ def _now_ms() -> int:
 
 class KeyPool:
     def __init__(
-        self, redis: Any, schema: PoolSchema, lease_ttl_sec: float, *, key_concurrency: int = 0
+        self, redis: Any, schema: PoolSchema, lease_ttl_sec: float, *, key_concurrency: int = 0,
+        scripts: Any = None,
     ) -> None:
         self._redis = redis
         self.schema = schema
         self.queue_schema = QueueSchema(schema.prefix)
         self._lease_ttl_ms = int(lease_ttl_sec * 1000)
         self._key_concurrency = key_concurrency
-        self._lease_script = redis.register_script((_HERE / "lease_key.lua").read_text())
-        self._settle_script = redis.register_script((_HERE / "settle_lease.lua").read_text())
+        # The hot path's scripts may run over a leaner link than `redis` (gateway/script_link.py).
+        self.scripts = scripts if scripts is not None else redis
+        self._lease_script = self.scripts.register_script((_HERE / "lease_key.lua").read_text())
+        self._settle_script = self.scripts.register_script((_HERE / "settle_lease.lua").read_text())
         self.keeper = LeaseKeeper(redis, schema.leases, lease_ttl_sec)
         # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
         self.on_retired: Callable[[str, str], Awaitable[None]] | None = None

@@ -69,8 +69,8 @@ class FamilyQueues:
         self._heartbeat = heartbeat_interval_sec
         self._punishment = tokens_punishment_factor
         self._ticket_ttl_ms = int(ticket_ttl_sec * 1000)  # a crashed process's tickets leave the head within this
-        self._enqueue = redis.register_script((_HERE / "enqueue.lua").read_text())
-        self._leave = redis.register_script((_HERE / "leave.lua").read_text())
+        self._enqueue = pool.scripts.register_script((_HERE / "enqueue.lua").read_text())
+        self._leave = pool.scripts.register_script((_HERE / "leave.lua").read_text())
         self._waiters: dict[str, asyncio.Event] = {}
         self._tickets = LeaseKeeper(redis, self.schema.tickets, ticket_ttl_sec)
         self._listener: asyncio.Task[None] | None = None

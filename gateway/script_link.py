@@ -1,0 +1,212 @@
+"""The hot path's line to Redis: Lua scripts over one pipelined connection.
+
+Every proxied request runs two scripts (lease a key, settle it), so their cost
+is paid thousands of times a second. redis-py spends about 60 µs of CPU on
+each call (connection pool checkout, a lock, a stream reader, command
+encoding); this link spends about 10: one connection per process, every call
+written straight to it, replies parsed by hiredis and handed back in order,
+since Redis answers one connection's commands in the order they came. Writes
+made in the same turn of the event loop go out in one system call.
+
+Only scripts travel here (`EVALSHA`, then `EVAL` once after a Redis restart
+forgot them); everything else (pub/sub, the admin API, rq) keeps redis-py.
+Errors are redis-py's own exception types, so callers see no difference. The
+embedded store has no socket, so there `open_script_runner` hands back the
+fakeredis client itself, which has the same `register_script`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Arg = str | bytes | int | float
+
+# A reply this late means Redis or the network is stuck; the connection is dropped and every waiting call fails.
+_STUCK_AFTER_SEC = 30.0
+
+
+def open_script_runner(redis_url: str, store: Any) -> Any:
+    """What runs Lua scripts: a `ScriptLink` to Redis, or the embedded store itself."""
+    return ScriptLink(redis_url) if redis_url else store
+
+
+class Script:
+    """A Lua script, called like redis-py's: `await script(keys=[...], args=[...])`."""
+
+    def __init__(self, link: ScriptLink, text: str) -> None:
+        self._link = link
+        self._text = text.encode()
+        self._sha = hashlib.sha1(self._text).hexdigest().encode()
+
+    async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
+        try:
+            return await self._link.call(b"EVALSHA", self._sha, len(keys), *keys, *args)
+        except ResponseError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            return await self._link.call(b"EVAL", self._text, len(keys), *keys, *args)  # and Redis keeps it
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, link: ScriptLink) -> None:
+        self._link = link
+        self._reader = hiredis.Reader(replyError=ResponseError, notEnoughData=False)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._link._connected(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        link = self._link
+        while (reply := self._reader.gets()) is not False:
+            link._answer(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link._lost(exc)
+
+
+class ScriptLink:
+    """One pipelined Redis connection for Lua scripts, opened on first use and again after it drops."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = urlsplit(redis_url)
+        self._transport: asyncio.Transport | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._outbox: list[bytes] = []
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def register_script(self, text: str) -> Script:
+        return Script(self, text)
+
+    async def call(self, *parts: Arg) -> Any:
+        if self._transport is None:
+            await self._connect()
+        return await self._send(parts)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # --- sending -----------------------------------------------------------------------------------------
+
+    def _send(self, parts: Sequence[Arg]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if not self._outbox:
+            loop.call_soon(self._flush)
+        self._outbox.append(_encode(parts))
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((reply, loop.time()))
+        return reply
+
+    def _flush(self) -> None:
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        if self._transport is not None:
+            self._transport.write(data)
+        else:
+            self._fail_all(RedisConnectionError("the connection to Redis closed"))
+
+    def _answer(self, reply: Any) -> None:
+        future, _ = self._waiting.popleft()
+        if not future.done():  # a caller that was cancelled no longer listens
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    # --- the connection ----------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        url = self._url
+        try:
+            if url.scheme == "unix":
+                await loop.create_unix_connection(lambda: _Protocol(self), url.path)
+            else:
+                context = ssl.create_default_context() if url.scheme == "rediss" else None
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: _Protocol(self), url.hostname or "127.0.0.1", url.port or 6379,
+                                           ssl=context),
+                    timeout=10,
+                )
+        except (TimeoutError, OSError) as error:
+            raise RedisConnectionError(f"could not connect to Redis for scripts: {type(error).__name__}") from None
+        setup = []
+        if url.password is not None:
+            password = unquote(url.password)
+            user = unquote(url.username) if url.username else None
+            setup.append(self._send((b"AUTH", user, password) if user else (b"AUTH", password)))
+        database = url.path.strip("/") if url.scheme != "unix" else ""
+        if database and database != "0":
+            setup.append(self._send((b"SELECT", database)))
+        try:
+            await asyncio.gather(*setup)
+        except ResponseError:
+            await self.aclose()
+            raise
+
+    def _connected(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._watchdog = asyncio.get_running_loop().call_later(_STUCK_AFTER_SEC / 3, self._watch)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._fail_all(RedisConnectionError("the connection to Redis was lost"))
+
+    def _watch(self) -> None:
+        """Drop a connection whose oldest call has waited too long: Redis or the network is stuck."""
+        loop = asyncio.get_running_loop()
+        if self._waiting and loop.time() - self._waiting[0][1] > _STUCK_AFTER_SEC and self._transport is not None:
+            self._transport.abort()
+            self._fail_all(RedisTimeoutError(f"Redis did not answer a script call within {_STUCK_AFTER_SEC:g} s"))
+            return
+        self._watchdog = loop.call_later(_STUCK_AFTER_SEC / 3, self._watch)
+
+    def _fail_all(self, error: Exception) -> None:
+        while self._waiting:
+            future, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+def _encode(parts: Sequence[Arg | None]) -> bytes:
+    """A command in RESP: an array of bulk strings, encoded as redis-py encodes values."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if isinstance(part, bytes):
+            data = part
+        elif isinstance(part, str):
+            data = part.encode()
+        elif isinstance(part, int):
+            data = b"%d" % part
+        elif isinstance(part, float):
+            data = repr(part).encode()
+        else:
+            raise TypeError(f"cannot send {type(part).__name__} to Redis")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)

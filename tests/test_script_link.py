@@ -1,0 +1,133 @@
+"""The hot path's script link to a real redis-server: same answers and errors as redis-py, and it recovers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from gateway.script_link import ScriptLink, open_script_runner
+
+ECHO = "redis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], tonumber(ARGV[2]) + 1, redis.call('GET', KEYS[1])}"
+
+
+@pytest.fixture
+def real_redis(redis_server: str | None) -> str:
+    if redis_server is None:
+        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs these")
+    return redis_server
+
+
+@pytest.fixture
+async def plain(real_redis: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(real_redis)
+    yield client
+    await client.aclose()
+
+
+async def test_a_script_answers_as_through_redis_py(real_redis: str, plain: aioredis.Redis) -> None:
+    link = ScriptLink(real_redis)
+    try:
+        mine = await link.register_script(ECHO)(keys=["link:a"], args=["value", 41])
+        theirs = await plain.register_script(ECHO)(keys=["link:a"], args=["value", 41])
+        assert mine == theirs == [b"link:a", 42, b"value"]
+    finally:
+        await link.aclose()
+
+
+async def test_many_calls_at_once_each_get_their_own_answer(real_redis: str) -> None:
+    link = ScriptLink(real_redis)
+    script = link.register_script("return tonumber(ARGV[1]) * 2")
+    try:
+        answers = await asyncio.gather(*(script(args=[n]) for n in range(500)))
+        assert answers == [n * 2 for n in range(500)]
+    finally:
+        await link.aclose()
+
+
+async def test_a_script_error_reaches_only_its_caller(real_redis: str) -> None:
+    link = ScriptLink(real_redis)
+    failing = link.register_script("return redis.error_reply('ERR no such luck')")
+    fine = link.register_script("return 'fine'")
+    try:
+        outcomes = await asyncio.gather(fine(), failing(), fine(), return_exceptions=True)
+        assert outcomes[0] == outcomes[2] == b"fine"
+        assert isinstance(outcomes[1], ResponseError) and "no such luck" in str(outcomes[1])
+    finally:
+        await link.aclose()
+
+
+async def test_scripts_forgotten_by_redis_are_sent_again(real_redis: str, plain: aioredis.Redis) -> None:
+    link = ScriptLink(real_redis)
+    script = link.register_script("return 'remembered'")
+    try:
+        assert await script() == b"remembered"
+        await plain.script_flush()  # what a Redis restart or failover does
+        assert await script() == b"remembered"
+    finally:
+        await link.aclose()
+
+
+async def test_a_dropped_connection_fails_the_calls_in_flight() -> None:
+    async def hang_up_after_the_first_command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up_after_the_first_command, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    link = ScriptLink(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(link.register_script("return 1")(), timeout=5)
+    finally:
+        await link.aclose()
+        server.close()
+
+
+async def test_the_next_call_after_a_dropped_connection_reconnects(real_redis: str, plain: aioredis.Redis) -> None:
+    link = ScriptLink(real_redis)
+    try:
+        first = await link.call(b"CLIENT", b"ID")
+        await plain.client_kill_filter(_id=first)
+        await asyncio.sleep(0.1)  # the close reaches the link
+        assert await link.call(b"CLIENT", b"ID") != first
+    finally:
+        await link.aclose()
+
+
+async def test_a_password_user_and_database_in_the_url_are_used(real_redis: str, plain: aioredis.Redis) -> None:
+    await plain.execute_command("ACL", "SETUSER", "linktest", "on", ">s3cret", "~*", "&*", "+@all")
+    url = real_redis.replace("redis://", "redis://linktest:s3cret@").rsplit("/", 1)[0] + "/5"
+    link = ScriptLink(url)
+    try:
+        assert await link.call(b"ACL", b"WHOAMI") == b"linktest"
+        await link.register_script("return redis.call('SET', 'in-db-5', 1)")()
+        database_5 = aioredis.Redis.from_url(real_redis.rsplit("/", 1)[0] + "/5")
+        assert await database_5.get("in-db-5") == b"1"
+        await database_5.delete("in-db-5")
+        await database_5.aclose()
+        wrong = ScriptLink(url.replace("s3cret", "wrong"))
+        with pytest.raises(ResponseError):
+            await wrong.register_script("return 1")()
+        await wrong.aclose()
+    finally:
+        await link.aclose()
+        await plain.execute_command("ACL", "DELUSER", "linktest")
+
+
+async def test_no_redis_listening_is_a_connection_error(real_redis: str) -> None:
+    from tests.processes import free_port
+
+    link = ScriptLink(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(RedisConnectionError):
+        await link.register_script("return 1")()
+
+
+def test_the_embedded_store_runs_its_own_scripts() -> None:
+    store = object()
+    assert open_script_runner("", store) is store
+    assert isinstance(open_script_runner("redis://127.0.0.1:6379/0", store), ScriptLink)
