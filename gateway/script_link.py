@@ -194,19 +194,19 @@ class ScriptLink:
                 future.set_exception(error)
 
 
-def _encode(parts: Sequence[Arg | None]) -> bytes:
+def _encode(parts: Sequence[Arg]) -> bytes:
     """A command in RESP: an array of bulk strings, encoded as redis-py encodes values."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
-        if isinstance(part, bytes):
+        if type(part) is bytes:
             data = part
-        elif isinstance(part, str):
+        elif type(part) is str:
             data = part.encode()
-        elif isinstance(part, int):
+        elif type(part) is int:
             data = b"%d" % part
-        elif isinstance(part, float):
+        elif type(part) is float:
             data = repr(part).encode()
         else:
             raise TypeError(f"cannot send {type(part).__name__} to Redis")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        out += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(out)
