@@ -170,9 +170,10 @@ def _placement(report: dict[str, Any]) -> str:
         return ("Only one core was available, so the server under test shared it with the load generator, "
                 "the fake upstream and Redis.")
     return (f"Each server under test ran alone on core {cores['server']}; the load generator, the fake upstream "
-            f"and redis-server shared core {cores['everything_else']}. The two-worker poolgate was not pinned: its "
-            "workers share both cores with the rest, so it shows that workers on one Redis add up, not the "
-            "ceiling of a bigger machine.")
+            f"and redis-server shared core {cores['everything_else']}. The two-worker poolgate ran both workers on "
+            f"core {cores['server']} too: on a two-core machine, workers spread over both cores would take the load "
+            "generator's core and measure the contention, so this row shows what coordinating two processes "
+            "through one Redis costs, not how far more cores go.")
 
 
 def _non_streaming_section(phase: dict[str, Any] | None) -> list[str]:
@@ -182,7 +183,7 @@ def _non_streaming_section(phase: dict[str, Any] | None) -> list[str]:
     rows = []
     for name, result in targets.items():
         if "skipped" in result:
-            rows.append([NAMES.get(name, name), f"skipped: {result['skipped']}", *["–"] * 6])
+            rows.append([NAMES.get(name, name), f"skipped: {result['skipped']}", *["–"] * 7])
             continue
         added = phase["added_ms"].get(name, {})
         one, many = result["in_flight_1"], result["in_flight_32"]
@@ -191,14 +192,14 @@ def _non_streaming_section(phase: dict[str, Any] | None) -> list[str]:
             _ms(many, "p50"), _ms(many, "p99"),
             " / ".join(f"{added[m]['p50']:+.2f}, {added[m]['p99']:+.2f}" for m in ("in_flight_1", "in_flight_32")
                        if m in added) or "–",
-            str(result["errors"]),
+            str(result["errors"]), f"{result['memory_mb']:.0f} MB",
         ])
     return [
         "## Non-streaming chat completions", "",
         "Requests per second at 32 in flight (median of the rounds); latency of the whole round trip in ms; "
         "added = p50, p99 minus the fake upstream's own, at 1 / 32 in flight.", "",
-        *_table(["server", "requests/s", "p50 @1", "p99 @1", "p50 @32", "p99 @32", "added ms @1 / @32", "errors"],
-                rows),
+        *_table(["server", "requests/s", "p50 @1", "p99 @1", "p50 @32", "p99 @32", "added ms @1 / @32", "errors",
+                 "memory after"], rows),
         "",
     ]
 

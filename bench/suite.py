@@ -87,7 +87,7 @@ def start_targets(services: Services, upstream: Service, redis: Service, litellm
     targets.append(Target("poolgate", services.poolgate(redis, upstream, POOL_KEYS), PROXY_KEY))
     if two_workers:
         targets.append(Target("poolgate_2_workers",
-                              services.poolgate(redis, upstream, POOL_KEYS, workers=2, pinned=False), PROXY_KEY))
+                              services.poolgate(redis, upstream, POOL_KEYS, workers=2), PROXY_KEY))
     if isinstance(litellm_python, str):
         skipped["litellm"] = litellm_python
     else:
