@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import time
 from collections.abc import Callable
@@ -148,7 +149,7 @@ async def closed_loop(
 ) -> LoadRun:
     """`in_flight` connections each sending the next request as soon as the last answer is complete.
 
-    Runs for `seconds` (or until `max_requests` answers, when given) after
+    Runs for `seconds` (or until `max_requests` answers, good or not, when given) after
     `warmup_requests` per connection that are not counted.
     """
     connections = [await _connect(host, port) for _ in range(in_flight)]
@@ -164,7 +165,7 @@ async def closed_loop(
 
         async def drive(connection: _Connection) -> None:
             nonlocal errors, first_error
-            while time.perf_counter() < stop_at and not (max_requests and len(latencies) >= max_requests):
+            while time.perf_counter() < stop_at and not (max_requests and len(latencies) + errors >= max_requests):
                 answer = await connection.exchange(payload)
                 if answer.status == 200:
                     latencies.append(answer.latency)
@@ -282,10 +283,11 @@ async def many_streams(
 
 
 def percentile(values: list[float], share: float) -> float:
-    """The nearest-rank percentile (`share` in 0..1) of a non-empty list."""
+    """The nearest-rank percentile (`share` in 0..1) of a non-empty list: the smallest value with at least
+    that share of the values at or below it."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(share * len(ordered) - 1e-9)  # 0.99 * 100 is 99.00000000000001 in floating point
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 def summary_ms(values: list[float]) -> dict[str, Any]:

@@ -127,6 +127,10 @@ NAMES = {"upstream": "fake upstream, direct", "bare_relay": "bare relay (Litesta
          "litellm": "LiteLLM proxy"}
 
 
+SHORT_NAMES = {"bare_relay": "bare relay", "poolgate": "poolgate", "poolgate_2_workers": "poolgate, 2 workers",
+               "litellm": "LiteLLM"}
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(row) + " |" for row in rows)]
@@ -279,7 +283,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     figure, axes = plt.subplots(2, 2, figsize=(12, 8))
     non_streaming = (report.get("non_streaming") or {}).get("targets", {})
     measured = {n: r for n, r in non_streaming.items() if "skipped" not in r and n != "upstream"}
-    names = [NAMES.get(n, n).split(" (")[0] for n in measured]
+    names = [SHORT_NAMES.get(n, n) for n in measured]
     bars = axes[0][0].bar(names, [r["requests_per_sec"] for r in measured.values()], color="#4c72b0")
     axes[0][0].bar_label(bars, fmt="%.0f")
     axes[0][0].set_title("Requests per second, 32 in flight (server on one core)")
@@ -294,7 +298,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     axes[0][1].legend()
     streaming = (report.get("streaming") or {}).get("added_ms", {})
     stream_names = list(streaming)
-    axes[1][0].bar([NAMES.get(n, n).split(" (")[0] for n in stream_names],
+    axes[1][0].bar([SHORT_NAMES.get(n, n) for n in stream_names],
                    [streaming[n].get("ttft", {}).get("p50", 0) for n in stream_names], color="#8172b2")
     axes[1][0].set_title("Streaming: added time to first token, p50 (ms)")
     held = report.get("many_streams")
