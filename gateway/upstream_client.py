@@ -31,7 +31,11 @@ class UpstreamClient:
             if len(self._urls) >= 4096:  # query strings make URLs many; keep the cache small
                 self._urls.clear()
             parsed = self._urls[url] = httpx.URL(url)
-        request = httpx.Request(method, parsed, headers=headers, content=body, extensions={"timeout": self._timeout})
+        # Given as a stream, the body skips httpx's content encoding and its Host and Content-Length
+        # headers, which aiohttp writes itself; read() makes it the `request.content` the transport sends.
+        request = httpx.Request(method, parsed, headers=headers, stream=httpx.ByteStream(body),
+                                extensions={"timeout": self._timeout})
+        request.read()
         return await self._transport.handle_async_request(request)
 
     async def aclose(self) -> None:
