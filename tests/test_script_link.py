@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway import script_link
 from gateway.script_link import ScriptLink, open_script_runner
 
 ECHO = "redis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], tonumber(ARGV[2]) + 1, redis.call('GET', KEYS[1])}"
@@ -86,6 +92,46 @@ async def test_a_dropped_connection_fails_the_calls_in_flight() -> None:
     finally:
         await link.aclose()
         server.close()
+
+
+async def test_a_redis_that_stops_answering_fails_the_calls_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # holds the connection open and says nothing
+
+    monkeypatch.setattr(script_link, "_STUCK_AFTER_SEC", 0.3)
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    link = ScriptLink(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await asyncio.wait_for(link.register_script("return 1")(), timeout=5)
+    finally:
+        await link.aclose()
+        server.close()
+
+
+@pytest.fixture
+def unix_socket_redis(tmp_path: Path) -> Iterator[Path]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this")
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(socket_path), "--save", "",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield socket_path
+    server.terminate()
+    server.wait(timeout=10)
+
+
+async def test_a_unix_socket_url_is_used(unix_socket_redis: Path) -> None:
+    link = ScriptLink(f"unix://{unix_socket_redis}")
+    try:
+        assert await link.register_script("return 'over a socket'")() == b"over a socket"
+    finally:
+        await link.aclose()
 
 
 async def test_the_next_call_after_a_dropped_connection_reconnects(real_redis: str, plain: aioredis.Redis) -> None:
