@@ -151,6 +151,8 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
         + (f", LiteLLM {report['litellm_version']}" if report.get("litellm_version") else "") + ".", "",
         _placement(report), "",
         "## Targets", "",
+        *(["A smoke run: its counts are seconds' worth, too few to judge any target by.", ""]
+          if report["mode"] == "smoke" else []),
         *_table(["measure", "target", "this run", "met"],
                 [[c.name, c.target, c.measured, {True: "yes", False: "**no**", None: "–"}[c.met]]
                  for c in checks(report)]),

@@ -138,12 +138,7 @@ def non_streaming(plan: Plan, services: Services, redis: Service, litellm_python
             "first_error": first_error.get(target.name, ""),
             "memory_mb": round(target.service.memory_bytes() / 2**20, 1),
         }
-    for name, reason in skipped.items():
-        results[name] = {"skipped": reason}
-    for target in targets:
-        if target.name != "upstream":
-            services.stop(target.service)
-    services.stop(upstream)
+    _wind_up(services, targets, skipped, results)
     return {"targets": results, "added_ms": _added(results, "in_flight_1", "in_flight_32")}
 
 
@@ -160,12 +155,7 @@ def streaming(plan: Plan, services: Services, redis: Service, litellm_python: Pa
                                             streams=plan.streams_one_by_one))
         results[target.name] = {"ttft": summary_ms(run.ttfts), "gap": summary_ms(run.gaps), "errors": run.errors,
                                 "first_error": run.first_error}
-    for name, reason in skipped.items():
-        results[name] = {"skipped": reason}
-    for target in targets:
-        if target.name != "upstream":
-            services.stop(target.service)
-    services.stop(upstream)
+    _wind_up(services, targets, skipped, results)
     return {"tokens_per_sec": tokens_per_sec, "tokens_per_stream": plan.tokens_per_stream, "targets": results,
             "added_ms": _added(results, "ttft", "gap")}
 
@@ -195,6 +185,14 @@ def held_streams(plan: Plan, services: Services, redis: Service, log: Log) -> di
         "idle_memory_mb": round(idle_bytes / 2**20, 1), "peak_memory_mb": round(peak / 2**20, 1),
         "memory_samples": [(round(at, 2), round(sample / 2**20, 1)) for at, sample in run.samples],
     }
+
+
+def _wind_up(services: Services, targets: list[Target], skipped: dict[str, str], results: dict[str, Any]) -> None:
+    """Record why any server was skipped, and stop the ones measured (the fake upstream last)."""
+    for name, reason in skipped.items():
+        results[name] = {"skipped": reason}
+    for target in sorted(targets, key=lambda t: t.name == "upstream"):
+        services.stop(target.service)
 
 
 def _added(results: dict[str, Any], *measures: str) -> dict[str, Any]:

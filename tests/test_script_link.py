@@ -6,7 +6,8 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -78,20 +79,28 @@ async def test_scripts_forgotten_by_redis_are_sent_again(real_redis: str, plain:
         await link.aclose()
 
 
+@asynccontextmanager
+async def link_to_a_broken_redis(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[ScriptLink]:
+    """A link to a loopback server that behaves as `serve` says instead of as Redis."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    link = ScriptLink(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    try:
+        yield link
+    finally:
+        await link.aclose()
+        server.close()
+
+
 async def test_a_dropped_connection_fails_the_calls_in_flight() -> None:
     async def hang_up_after_the_first_command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)
         writer.close()
 
-    server = await asyncio.start_server(hang_up_after_the_first_command, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    link = ScriptLink(f"redis://127.0.0.1:{port}/0")
-    try:
+    async with link_to_a_broken_redis(hang_up_after_the_first_command) as link:
         with pytest.raises(RedisConnectionError):
             await asyncio.wait_for(link.register_script("return 1")(), timeout=5)
-    finally:
-        await link.aclose()
-        server.close()
 
 
 async def test_a_redis_that_stops_answering_fails_the_calls_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,15 +108,9 @@ async def test_a_redis_that_stops_answering_fails_the_calls_instead_of_hanging(m
         await reader.read()  # holds the connection open and says nothing
 
     monkeypatch.setattr(script_link, "_STUCK_AFTER_SEC", 0.3)
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    link = ScriptLink(f"redis://127.0.0.1:{port}/0")
-    try:
+    async with link_to_a_broken_redis(never_answer) as link:
         with pytest.raises(RedisTimeoutError):
             await asyncio.wait_for(link.register_script("return 1")(), timeout=5)
-    finally:
-        await link.aclose()
-        server.close()
 
 
 @pytest.fixture
