@@ -22,6 +22,7 @@ _KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
     "upstream_failed": (502, "server_error", "upstream_error", "api_error"),
     "no_key": (503, "server_error", "no_key_available", "overloaded_error"),
+    "store_unavailable": (503, "server_error", "store_unavailable", "api_error"),
     "queue_timeout": (504, "server_error", "queue_timeout", "timeout_error"),
 }
 

@@ -15,8 +15,11 @@ Each stage is a module of its own, with a docstring saying what it decides:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from redis.exceptions import RedisError
 
 from gateway.admission import admit
 from gateway.client_link import ClientLink
@@ -29,6 +32,8 @@ from gateway.routing import Route
 from gateway.validation import validate_request
 from keypool import KeyPool
 from queues.waiting import ClientGone
+
+log = logging.getLogger("poolgate.pipeline")
 
 
 class ProxyPipeline:
@@ -79,6 +84,10 @@ class ProxyPipeline:
             await link.send_error(error)
         except ClientGone:
             pass  # it left while waiting; its ticket has left the queue too
+        except RedisError as error:  # after the reply has gone out, settlement logs this itself
+            log.error("the store did not answer: %s", type(error).__name__)  # never the URL: it may hold a password
+            await link.send_error(GatewayError(
+                "store_unavailable", "The gateway cannot reach its store right now. Try again in a moment."))
         finally:
             link.close()
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import script_link
 from gateway.script_link import ScriptLink, open_script_runner
+from keypool import parse_keys
 
 ECHO = "redis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], tonumber(ARGV[2]) + 1, redis.call('GET', KEYS[1])}"
 
@@ -180,3 +184,73 @@ def test_the_embedded_store_runs_its_own_scripts() -> None:
     store = object()
     assert open_script_runner("", store) is store
     assert isinstance(open_script_runner("redis://127.0.0.1:6379/0", store), ScriptLink)
+
+
+
+class OwnRedis:
+    """A redis-server of the test's own, which the test may kill and start again on the same port."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        from tests.processes import free_port
+
+        self._binary, self._workdir, self.port = binary, workdir, free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen([self._binary, "--port", str(self.port), "--save", "",
+                                          "--dir", str(self._workdir)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this")
+    server = OwnRedis(binary, tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("store_url", ["redis"], indirect=True)
+def test_a_gateway_whose_redis_goes_away_answers_503_in_its_dialect_and_recovers(
+    start_gateway: Callable[..., Any], own_redis: OwnRedis
+) -> None:
+    gateway = start_gateway(REDIS_URL=own_redis.url, OPENAI_KEY="sk-store-0001", ANTHROPIC_KEY="sk-ant-store-0002")
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    claude = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+
+        own_redis.kill()
+        openai_reply = client.post("/v1/chat/completions", json=chat)
+        assert openai_reply.status_code == 503
+        assert openai_reply.json()["error"]["code"] == "store_unavailable"
+        anthropic_reply = client.post("/v1/messages", json=claude)
+        assert anthropic_reply.status_code == 503
+        assert anthropic_reply.json()["error"]["type"] == "api_error"
+        for reply in (openai_reply, anthropic_reply):
+            assert "store-000" not in reply.text and "redis://" not in reply.text
+
+        own_redis.start()  # back, and empty, as a Redis without persistence comes back
+        configured = parse_keys("openai", "sk-store-0001") + parse_keys("anthropic", "sk-ant-store-0002")
+        gateway.run(gateway.app.pool.register_configured(configured))
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
