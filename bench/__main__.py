@@ -1,4 +1,4 @@
-"""Run the benchmark suite: `python3 -m bench` (full, ~12 min) or `python3 -m bench --smoke` (~1 min).
+"""Run the benchmark suite: `python3 -m bench` (full, ~10 min) or `python3 -m bench --smoke` (~35 s).
 
 Starts everything it needs on loopback (redis-server, the fake upstream,
 poolgate, the bare relay, LiteLLM's proxy in its own virtual environment),
