@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -53,7 +53,6 @@ class Service:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
