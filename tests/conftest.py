@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from processes import free_port
+from processes import free_port, start_redis_server
 
 from gateway.app import PoolgateApp
 from gateway.mock_upstream import run_mock_upstream_in_thread
@@ -42,21 +41,7 @@ def redis_server() -> Iterator[str | None]:
         return
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="poolgate-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
+    proc = start_redis_server(binary, port, workdir)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(timeout=10)

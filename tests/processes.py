@@ -15,6 +15,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_redis_server(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:`port` without persistence, once it accepts connections (10 s at most)."""
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise AssertionError("redis-server did not start")
+
+
 def wait_until_listening(url: str, proc: subprocess.Popen[str] | subprocess.Popen[bytes] | None = None) -> None:
     """Until `url` answers at all; fails at once if `proc` exits first, and after 20 s regardless."""
     deadline = time.monotonic() + 20

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from processes import free_port, start_redis_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -173,8 +173,6 @@ async def test_a_password_user_and_database_in_the_url_are_used(real_redis: str,
 
 
 async def test_no_redis_listening_is_a_connection_error(real_redis: str) -> None:
-    from tests.processes import free_port
-
     link = ScriptLink(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(RedisConnectionError):
         await link.register_script("return 1")()
@@ -191,8 +189,6 @@ class OwnRedis:
     """A redis-server of the test's own, which the test may kill and start again on the same port."""
 
     def __init__(self, binary: str, workdir: Path) -> None:
-        from tests.processes import free_port
-
         self._binary, self._workdir, self.port = binary, workdir, free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -201,16 +197,7 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self._process = subprocess.Popen([self._binary, "--port", str(self.port), "--save", "",
-                                          "--dir", str(self._workdir)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        self._process = start_redis_server(self._binary, self.port, str(self._workdir))
 
     def kill(self) -> None:
         if self._process is not None:
@@ -251,6 +238,7 @@ def test_a_gateway_whose_redis_goes_away_answers_503_in_its_dialect_and_recovers
             assert "store-000" not in reply.text and "redis://" not in reply.text
 
         own_redis.start()  # back, and empty, as a Redis without persistence comes back
-        configured = parse_keys("openai", "sk-store-0001") + parse_keys("anthropic", "sk-ant-store-0002")
+        settings = gateway.app.settings
+        configured = parse_keys("openai", settings.openai_keys) + parse_keys("anthropic", settings.anthropic_keys)
         gateway.run(gateway.app.pool.register_configured(configured))
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
