@@ -62,9 +62,11 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, link: ScriptLink) -> None:
         self._link = link
         self._reader = hiredis.Reader(replyError=ResponseError, notEnoughData=False)
+        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._link._connected(transport)  # type: ignore[arg-type]
+        self._transport = transport  # type: ignore[assignment]
+        self._link._connected(self._transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -73,7 +75,7 @@ class _Protocol(asyncio.Protocol):
             link._answer(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._link._lost(exc)
+        self._link._lost(self._transport)
 
 
 class ScriptLink:
@@ -170,9 +172,13 @@ class ScriptLink:
 
     def _connected(self, transport: asyncio.Transport) -> None:
         self._transport = transport
+        if self._watchdog is not None:  # one watchdog per link, not one per connection it ever had
+            self._watchdog.cancel()
         self._watchdog = asyncio.get_running_loop().call_later(_STUCK_AFTER_SEC / 3, self._watch)
 
-    def _lost(self, exc: Exception | None) -> None:
+    def _lost(self, transport: asyncio.Transport | None) -> None:
+        if self._transport is not None and transport is not self._transport:
+            return  # an older connection's close, arriving after a new one opened: the new one is fine
         self._transport = None
         if self._watchdog is not None:
             self._watchdog.cancel()
