@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,22 +126,11 @@ class Services:
             )
         service = Service(name, process, port, log)
         self._running.append(service)
-        if ready_path is not None:
-            self._wait_ready(service, ready_path, ready_timeout)
+        if ready_path is None:
+            _wait_until(service, ready_timeout, "listen", lambda: _listening(service.port))
         else:
-            _wait_listening(service, ready_timeout)
+            _wait_until(service, ready_timeout, f"answer {ready_path}", lambda: _answers(service.url + ready_path))
         return service
-
-    def _wait_ready(self, service: Service, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited with {service.process.returncode}: {_tail(service.log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(service.url + path, timeout=1).status_code < 500:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{service.name} did not answer {path} within {timeout:.0f} s: {_tail(service.log)}")
 
     # --- the services ---------------------------------------------------------
 
@@ -181,15 +171,28 @@ class Services:
                           ready_timeout=180, port=port)
 
 
-def _wait_listening(service: Service, timeout: float) -> None:
+def _wait_until(service: Service, timeout: float, what: str, ready: Callable[[], bool]) -> None:
+    """Until `ready()`; fails at once if the process exits first, and after `timeout` regardless."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
             raise RuntimeError(f"{service.name} exited with {service.process.returncode}: {_tail(service.log)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", service.port), timeout=0.5):
+        if ready():
             return
-        time.sleep(0.05)
-    raise RuntimeError(f"{service.name} did not listen within {timeout:.0f} s: {_tail(service.log)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name} did not {what} within {timeout:.0f} s: {_tail(service.log)}")
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=1).status_code < 500
+    return False
 
 
 def _tail(log: Path, lines: int = 15) -> str:
