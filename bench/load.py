@@ -49,7 +49,6 @@ class Answer:
     sent_at: float = 0.0
     done_at: float = 0.0
     token_times: list[float] = field(default_factory=list)  # when each generated-text event arrived
-    body: bytearray = field(default_factory=bytearray)
 
     @property
     def latency(self) -> float:
@@ -67,11 +66,10 @@ class Answer:
 class _Connection(asyncio.Protocol):
     """One kept-alive connection with at most one request outstanding."""
 
-    def __init__(self, watch_tokens: bool, keep_body: bool) -> None:
+    def __init__(self, watch_tokens: bool) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._watch_tokens = watch_tokens
-        self._keep_body = keep_body
         self._answer = Answer()
         self._done: asyncio.Future[Answer] | None = None
         self._partial = b""  # the start of an event whose end has not arrived yet
@@ -94,8 +92,6 @@ class _Connection(asyncio.Protocol):
                 self._done.set_exception(error)
 
     def on_body(self, body: bytes) -> None:
-        if self._keep_body:
-            self._answer.body += body
         if self._watch_tokens:  # an event counts when its blank line arrives
             now = time.perf_counter()
             events = (self._partial + body.replace(b"\r\n", b"\n")).split(b"\n\n")
@@ -122,9 +118,9 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-async def _connect(host: str, port: int, *, watch_tokens: bool = False, keep_body: bool = False) -> _Connection:
+async def _connect(host: str, port: int, *, watch_tokens: bool = False) -> _Connection:
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: _Connection(watch_tokens, keep_body), host, port)
+    _, protocol = await loop.create_connection(lambda: _Connection(watch_tokens), host, port)
     return protocol
 
 
