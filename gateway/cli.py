@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "mock-upstream":
-        from gateway.mock_upstream import main as mock_main
+        from fake_upstream import main as mock_main
 
         mock_main(rest)
         return

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
+from catalog.families import DEFAULT_FAMILY, family_of, is_anthropic_model
 from gateway.endpoint_filter import AllowedCall
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
-from queues.families import DEFAULT_FAMILY, family_of, is_anthropic_model
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from queues.families import DEFAULT_FAMILY, family_of
+from catalog.families import DEFAULT_FAMILY, family_of
 
 VALID = "valid"
 REVOKED = "revoked"

@@ -23,8 +23,8 @@ import pytest
 import uvicorn
 from processes import free_port, start_redis_server
 
+from fake_upstream import run_mock_upstream_in_thread
 from gateway.app import PoolgateApp
-from gateway.mock_upstream import run_mock_upstream_in_thread
 from gateway.settings import Settings
 
 REQUIRE_REDIS = os.environ.get("POOLGATE_REQUIRE_REDIS") == "1"

@@ -15,7 +15,7 @@ import pytest
 from bench.load import closed_loop, many_streams, percentile, request_bytes, stream_one_by_one, summary_ms
 from bench.queue_quality import jain
 from bench.report import checks, markdown, problems
-from gateway.mock_upstream import run_mock_upstream_in_thread
+from fake_upstream import run_mock_upstream_in_thread
 
 
 @pytest.fixture

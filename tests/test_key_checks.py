@@ -19,7 +19,7 @@ import httpx
 import pytest
 from checks_support import ADMIN_KEY, admin, key_view, listed_keys, run_burst_worker, run_checks
 
-from gateway.mock_upstream.accounts import ORGANIZATION
+from fake_upstream.accounts import ORGANIZATION
 from keypool.checks import OVER_QUOTA, REVOKED, UNKNOWN, VALID, check_anthropic_key, check_openai_key
 from keypool.health import CheckPolicy, KeyHealth
 from keypool.inventory import KeyInventory

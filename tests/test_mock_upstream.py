@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mock_upstream import MockUpstreamHandle, run_mock_upstream_in_thread
+from fake_upstream import MockUpstreamHandle, run_mock_upstream_in_thread
 
 # Typed Any: the SDKs' TypedDict message params reject a plain dict literal held in a variable.
 CHAT: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the pool"}]

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from gateway.mock_upstream import run_mock_upstream_in_thread
+from fake_upstream import run_mock_upstream_in_thread
 from gateway.store import open_store
 from keypool import KeyPool, PoolSchema, parse_keys
 

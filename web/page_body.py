@@ -26,7 +26,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 
-from queues.families import known_families
+from catalog.families import known_families
 from web.status import format_wait
 
 log = logging.getLogger("poolgate")

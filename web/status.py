@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from catalog.families import known_families
 from gateway import __version__
-from queues.families import known_families
 
 if TYPE_CHECKING:
     from gateway.app import PoolgateApp

@@ -115,7 +115,7 @@ def run_mock_upstream_in_thread(**kwargs: Any) -> MockUpstreamHandle:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the mock upstream until interrupted (`python -m gateway.mock_upstream`)."""
+    """Run the mock upstream until interrupted (`python -m fake_upstream`)."""
     parser = argparse.ArgumentParser(prog="mock-upstream", description="A fake OpenAI and Anthropic API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900)

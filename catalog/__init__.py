@@ -1,0 +1,4 @@
+"""What is known about models: families, and later context windows, tokenizers and prices.
+
+The bottom room: it imports nothing of poolgate.
+"""

@@ -1,5 +1,0 @@
-"""`python -m gateway.mock_upstream`: run the mock upstream from the command line."""
-
-from .launch import main
-
-main()
