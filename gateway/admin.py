@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, Request, Response, delete, get, post, route
+from litestar import Controller, Request, Response, Router, delete, get, post, route
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
@@ -39,14 +39,6 @@ log = logging.getLogger("poolgate.admin")
 _KEY_ID = re.compile(r"^[0-9a-f]{12}$")
 MAX_KEYS_PER_REQUEST = 1000
 
-# The OpenAPI document (and its viewers) at /admin/docs; it describes the API and holds nothing secret.
-ADMIN_OPENAPI_CONFIG = OpenAPIConfig(
-    title="poolgate",
-    version=__version__,
-    description="The admin API for keys: `Authorization: Bearer <ADMIN_KEY>`.",
-    path="/admin/docs",
-    components=Components(security_schemes={"AdminKey": SecurityScheme(type="http", scheme="bearer")}),
-)
 
 
 class AdminError(Exception):
@@ -96,6 +88,12 @@ async def require_admin(connection: ASGIConnection[Any, Any, Any, Any], handler:
     )
 
 
+async def require_admin_on(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The admin docs need no key (they hold nothing secret), but with the admin API off they are absent too."""
+    if not _poolgate(connection).settings.admin_key:
+        raise AdminError(404, "not_found_error", "The admin API is off: set ADMIN_KEY to turn it on.")
+
+
 def _error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
@@ -121,6 +119,21 @@ def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[An
     if exc.status_code == 400:
         return _error_response(400, "invalid_request_error", "The request body must be JSON, as /admin/docs shows.")
     return _error_response(exc.status_code, "invalid_request_error", f"Request refused ({exc.status_code}).")
+
+
+# The OpenAPI document (and its viewers) at /admin/docs; it describes the API and holds nothing secret.
+# Every path under it answers 404, like the rest of /admin, when ADMIN_KEY is unset.
+ADMIN_OPENAPI_CONFIG = OpenAPIConfig(
+    title="poolgate",
+    version=__version__,
+    description="The admin API for keys: `Authorization: Bearer <ADMIN_KEY>`.",
+    path="/admin/docs",
+    components=Components(security_schemes={"AdminKey": SecurityScheme(type="http", scheme="bearer")}),
+    openapi_router=Router(
+        path="/admin/docs", route_handlers=[], guards=[require_admin_on],
+        exception_handlers={AdminError: _on_admin_error},
+    ),
+)
 
 
 @dataclass

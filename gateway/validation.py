@@ -69,7 +69,10 @@ def validate_request(
             options = payload.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage") is True):
                 payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-                body = _encode(payload)
+                try:
+                    body = _encode(payload)
+                except RecursionError:
+                    raise _too_deep() from None
                 drop_usage_chunk = True
     elif method == "POST" and body:
         found = _MULTIPART_MODEL.search(body[:65536])
@@ -104,9 +107,15 @@ def _parse_json_object(body: bytes) -> dict[str, Any]:
         payload = _decode(body)
     except msgspec.DecodeError as exc:
         raise GatewayError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:  # msgspec's answer to nesting deeper than the interpreter's recursion limit
+        raise _too_deep() from None
     if not isinstance(payload, dict):
         raise GatewayError("invalid_request", "The request body must be a JSON object.")
     return payload
+
+
+def _too_deep() -> GatewayError:
+    return GatewayError("invalid_request", "The request body is not valid JSON here: it is nested too deeply.")
 
 
 def dialect_provider(dialect: str) -> str:
