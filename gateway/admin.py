@@ -40,7 +40,6 @@ _KEY_ID = re.compile(r"^[0-9a-f]{12}$")
 MAX_KEYS_PER_REQUEST = 1000
 
 
-
 class AdminError(Exception):
     def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
