@@ -16,7 +16,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from litestar import Controller, Request, Response, Router, delete, get, post, route
 from litestar.connection import ASGIConnection
@@ -32,7 +32,8 @@ from keypool.keys import PROVIDERS, parse_keys
 from keypool.schema import PoolSchema
 
 if TYPE_CHECKING:
-    from gateway.app import PoolgateApp
+    from gateway.key_checks import KeyChecks
+    from gateway.settings import Settings
 
 log = logging.getLogger("poolgate.admin")
 
@@ -49,9 +50,17 @@ class AdminError(Exception):
         self.headers = headers or {}
 
 
-def _poolgate(connection: ASGIConnection[Any, Any, Any, Any]) -> PoolgateApp:
-    app: PoolgateApp = connection.app.state.poolgate
-    return app
+class AdminServices(Protocol):
+    """What the admin API works with, handed to it when the app is built (the app itself satisfies it)."""
+
+    settings: Settings
+    store: Any
+    key_checks: KeyChecks
+
+
+def _poolgate(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminServices:
+    services: AdminServices = connection.app.state.admin_services  # set when the app is built
+    return services
 
 
 def failures_key(redis_prefix: str, address: str) -> str:

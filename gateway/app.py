@@ -55,9 +55,10 @@ class PoolgateApp:
             openapi_config=ADMIN_OPENAPI_CONFIG,
             route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None
         )
-        self.litestar.state.poolgate = self
+        self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
         self.status_page = StatusPage(self)
+        self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -160,7 +161,7 @@ class PoolgateApp:
 @get("/health")
 async def health(request: Request) -> dict[str, Any]:
     """Liveness and store reachability, for load balancers and deploy platforms."""
-    app: PoolgateApp = request.app.state.poolgate
+    app: PoolgateApp = request.app.state.admin_services
     await app.store.ping()
     return {"status": "ok", "version": __version__, "store": "embedded" if app.settings.store_is_embedded else "redis"}
 

@@ -15,7 +15,7 @@ import binascii
 import hmac
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader
 from litestar import Request, Response, get
@@ -25,10 +25,7 @@ from markupsafe import Markup
 from gateway.settings import decode_page_body
 from web.chart import wait_chart
 from web.page_body import CustomPage
-from web.status import StatusCache, build_label, build_status
-
-if TYPE_CHECKING:
-    from gateway.app import PoolgateApp
+from web.status import StatusCache, StatusSource, build_label, build_status
 
 REFRESH_SEC = 30
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -40,8 +37,8 @@ _BROKEN_NOTICE = "This proxy's custom page could not be shown; here is the stand
 class StatusPage:
     """The status page of one gateway process: its snapshot cache, templates and the operator's PAGE_BODY."""
 
-    def __init__(self, app: PoolgateApp) -> None:
-        self._app = app
+    def __init__(self, app: StatusSource) -> None:
+        self.source = app
         settings = app.settings
         self.cache = StatusCache(app)
         self.build = build_label(settings)
@@ -56,9 +53,9 @@ class StatusPage:
         snapshot = await self.cache.snapshot()
         return build_status(
             snapshot,
-            settings=self._app.settings,
+            settings=self.source.settings,
             base_url=str(request.base_url),
-            started_at=self._app.started_at,
+            started_at=self.source.started_at,
             build=self.build,
         )
 
@@ -113,9 +110,9 @@ def _refused(as_json: bool) -> Response[Any]:
     return Response(body, status_code=401, media_type=MediaType.HTML, headers=headers)
 
 
-def _page_of(request: Request[Any, Any, Any]) -> tuple[PoolgateApp, StatusPage]:
-    app: PoolgateApp = request.app.state.poolgate
-    return app, app.status_page
+def _page_of(request: Request[Any, Any, Any]) -> tuple[StatusSource, StatusPage]:
+    page: StatusPage = request.app.state.status_page  # set when the app is built
+    return page.source, page
 
 
 @get("/", include_in_schema=False)

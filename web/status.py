@@ -15,14 +15,14 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from catalog.families import known_families
 from gateway import __version__
 
 if TYPE_CHECKING:
-    from gateway.app import PoolgateApp
     from gateway.settings import Settings
+    from keypool import KeyPool
 
 CACHE_TTL_SEC = 2.0
 ACTIVE_WINDOW_SEC = 60.0  # "people active now": served within the last minute, like the legacy proxy counted IPs
@@ -45,10 +45,22 @@ class PoolSnapshot:
     queues: dict[str, dict[str, Any]]
 
 
+class StatusSource(Protocol):
+    """What the status page reads, handed to it when the app is built (the app itself satisfies it)."""
+
+    settings: Settings
+    started_at: float
+
+    @property
+    def pool(self) -> KeyPool | None: ...
+
+    async def queue_stats(self, keys: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]: ...
+
+
 class StatusCache:
     """One snapshot per `ttl_sec` per process; concurrent requests during a refresh share one read."""
 
-    def __init__(self, app: PoolgateApp, ttl_sec: float = CACHE_TTL_SEC) -> None:
+    def __init__(self, app: StatusSource, ttl_sec: float = CACHE_TTL_SEC) -> None:
         self._app = app
         self._ttl_sec = ttl_sec
         self._snapshot: PoolSnapshot | None = None
