@@ -7,7 +7,14 @@ import re
 
 import msgspec
 
-from gateway.providers.base import KeyVerdict, bounded_cooldown, budget_from, retry_after_sec, seconds_until
+from gateway.providers.base import (
+    KeyVerdict,
+    bounded_cooldown,
+    budget_from,
+    error_kind,
+    retry_after_sec,
+    seconds_until,
+)
 from gateway.sse import event_data
 from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, RateBudget, Usage
 from keypool.checks import anthropic_tier
@@ -93,16 +100,20 @@ class AnthropicProvider:
         return AnthropicStreamReader()
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
+        # Only error.type says anything about the account; the message may echo the client.
+        kind, _ = error_kind(body)
+        if kind == "authentication_error" and status == 401:
+            return KeyVerdict(REVOKED, reason="upstream: 401 authentication_error")
+        if kind == "billing_error":
+            return KeyVerdict(OVER_QUOTA, reason=f"upstream: {status} billing_error")
         if status == 429:
             return KeyVerdict(RATE_LIMITED, bounded_cooldown(self._cooldown_hint(headers), self._cooldown_max))
-        if status == 400 and b"credit balance is too low" in body:
-            return KeyVerdict(OVER_QUOTA, reason="upstream: credit balance too low")
-        if status == 401:
-            return KeyVerdict(REVOKED, reason="upstream: 401 invalid key")
-        if status == 403:
-            return KeyVerdict(REVOKED, reason="upstream: 403 forbidden")
+        if status == 401:  # no authentication_error: try another key, keep this one
+            return KeyVerdict(FAILED, reason="upstream: 401 without authentication_error")
         if status >= 500 or status == 408:  # 529 is Anthropic's "overloaded"
             return KeyVerdict(FAILED, reason=f"upstream: {status}")
+        # A 400 invalid_request_error, a 403 permission_error (a model or resource the request
+        # named): the client's own, whatever the message says.
         return None
 
     def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+import msgspec
+
 from keypool import KeyLease, RateBudget, Usage
 
 
@@ -23,6 +25,33 @@ class KeyVerdict:
     outcome: str  # keypool outcome: rate_limited | over_quota | revoked | failed
     cooldown_sec: float = 0.0
     reason: str = ""
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+
+
+_read_error = msgspec.json.Decoder(_ErrorBody).decode
+
+
+def error_kind(body: bytes) -> tuple[str, str]:
+    """The `error.type` and `error.code` of an upstream error reply ("" when absent or unreadable).
+
+    Only these machine-set fields may say something about the key: the message text can echo
+    what the client sent, so nothing ever matches on it.
+    """
+    try:
+        detail = _read_error(body).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "", ""
+    if not isinstance(detail, _ErrorDetail):
+        return "", ""
+    return detail.type or "", str(detail.code) if detail.code is not None else ""
 
 
 class StreamUsageReader(Protocol):

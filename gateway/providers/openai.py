@@ -6,12 +6,22 @@ import re
 
 import msgspec
 
-from gateway.providers.base import KeyVerdict, bounded_cooldown, budget_from, parse_duration, retry_after_sec
+from gateway.providers.base import (
+    KeyVerdict,
+    bounded_cooldown,
+    budget_from,
+    error_kind,
+    parse_duration,
+    retry_after_sec,
+)
 from gateway.sse import event_data
 from keypool import FAILED, OVER_QUOTA, RATE_LIMITED, REVOKED, KeyLease, RateBudget, Usage
 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+# error.code / error.type values by which OpenAI says the key or its account is finished.
+_REVOKED_CODES = frozenset({"invalid_api_key", "account_deactivated"})
+_OVER_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
 
 
 class _Tokens(msgspec.Struct):
@@ -81,17 +91,20 @@ class OpenAIProvider:
         return OpenAIStreamReader(drop_usage_chunk)
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
+        # Only error.code / error.type say anything about the account; the message may echo the client.
+        kind, code = error_kind(body)
+        labels = {kind, code}
+        if status in (401, 403, 429) and labels & _REVOKED_CODES:
+            return KeyVerdict(REVOKED, reason=f"upstream: {status} {(labels & _REVOKED_CODES).pop()}")
+        if status in (403, 429) and labels & _OVER_QUOTA_CODES:
+            return KeyVerdict(OVER_QUOTA, reason=f"upstream: {status} {(labels & _OVER_QUOTA_CODES).pop()}")
         if status == 429:
-            if b"insufficient_quota" in body or b"billing_hard_limit" in body:
-                return KeyVerdict(OVER_QUOTA, reason="upstream: insufficient_quota")
             return KeyVerdict(RATE_LIMITED, bounded_cooldown(self._cooldown_hint(headers), self._cooldown_max))
-        if status == 401:
-            return KeyVerdict(REVOKED, reason="upstream: 401 invalid key")
-        if status == 403:
-            return KeyVerdict(REVOKED, reason="upstream: 403 forbidden")
+        if status == 401:  # not a code that condemns the key: try another, keep this one
+            return KeyVerdict(FAILED, reason="upstream: 401 without an invalid-key code")
         if status >= 500 or status == 408:
             return KeyVerdict(FAILED, reason=f"upstream: {status}")
-        return None
+        return None  # a 403 without an account code, a 400...: the client's own
 
     def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
         return budget_from(
