@@ -17,13 +17,14 @@ from typing import Any
 import httpx
 
 from gateway.client_link import ClientLink
+from gateway.errors import GatewayError
 from gateway.providers.base import Provider
 from gateway.relay import UpstreamReply, close_quietly
 from gateway.settlement import settle_usage
 from gateway.sse import EventFramer
 from gateway.upstream_client import read_body
 from gateway.validation import UpstreamCall
-from keypool import KeyPool
+from keypool import KeyPool, Usage
 
 log = logging.getLogger("poolgate.relay")
 
@@ -36,11 +37,13 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     assert reply.response is not None
     try:
         body = await read_body(reply.response)
+    except httpx.HTTPError as exc:  # upstream broke off mid-body: the pipeline's hold returns the lease as FAILED
+        log.warning("upstream %s body broke off: %s", call.provider, type(exc).__name__)
+        raise GatewayError("upstream_failed", f"The upstream {call.provider} API broke off its reply.") from None
     finally:
         await close_quietly(reply.response)
     await _send_complete(send, reply.status, reply.headers, body)
-    await settle_usage(pool, reply.lease, call.family, provider.usage_from_body(body), call.identity,
-                       reply.budget)
+    await _settle(reply, pool, call, provider.usage_from_body(body))
 
 
 async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
@@ -68,6 +71,7 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
             await send({"type": "http.response.body", "body": waited, "more_body": True})
         else:
             await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+            link.started = True  # from here on an error can only be told as an SSE event
         try:
             async for chunk in reply.response.aiter_raw():
                 events = [event for event in framer.feed(chunk) if reader.read(event)]
@@ -80,7 +84,14 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
     finally:
         # Runs on completion, on upstream failure and on cancellation by a client hang-up alike.
         await close_quietly(reply.response)
-        await asyncio.shield(settle_usage(pool, reply.lease, call.family, reader.usage, call.identity, reply.budget))
+        await asyncio.shield(_settle(reply, pool, call, reader.usage))
+
+
+async def _settle(reply: UpstreamReply, pool: KeyPool, call: UpstreamCall, usage: Usage | None) -> None:
+    if reply.hold is not None:
+        await reply.hold.settle_usage(usage, call.identity, reply.budget)
+    else:
+        await settle_usage(pool, reply.lease, call.family, usage, call.identity, reply.budget)
 
 
 async def deliver_read(reply: UpstreamReply, link: ClientLink) -> None:

@@ -15,6 +15,7 @@ Each stage is a module of its own, with a docstring saying what it decides:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -25,13 +26,13 @@ from gateway.admission import admit
 from gateway.client_link import ClientLink
 from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, refusal_error
 from gateway.gatekeeper import Gatekeeper
 from gateway.relay import Relay
 from gateway.routing import Route
 from gateway.validation import validate_request
 from keypool import KeyPool
-from queues.waiting import ClientGone
+from queues.waiting import ClientGone, QueueRefusal
 
 log = logging.getLogger("poolgate.pipeline")
 
@@ -74,20 +75,28 @@ class ProxyPipeline:
             await admit(call, identity)
             reply = await self._relay.open(call, headers, link)
             provider = self._relay.provider(call.provider)
-            if reply.response is None:
-                await deliver_read(reply, link)
-            elif call.stream:
-                await deliver_stream(reply, call, provider, self._pool, link)
-            else:
-                await deliver_whole(reply, call, provider, self._pool, send)
+            async with reply.hold or contextlib.nullcontext():  # the lease, returned exactly once on any exit
+                if reply.response is None:
+                    await deliver_read(reply, link)
+                elif call.stream:
+                    await deliver_stream(reply, call, provider, self._pool, link)
+                else:
+                    await deliver_whole(reply, call, provider, self._pool, send)
         except GatewayError as error:
             await link.send_error(error)
+        except QueueRefusal as refusal:
+            await link.send_error(refusal_error(refusal))
         except ClientGone:
             pass  # it left while waiting; its ticket has left the queue too
         except RedisError as error:  # after the reply has gone out, settlement logs this itself
             log.error("the store did not answer: %s", type(error).__name__)  # never the URL: it may hold a password
             await link.send_error(GatewayError(
                 "store_unavailable", "The gateway cannot reach its store right now. Try again in a moment."))
+        except Exception as error:  # anything unforeseen: a 502 in the route's dialect, never a traceback
+            log.error("proxied request failed: %s", type(error).__name__)
+            with contextlib.suppress(Exception):  # the reply may already have gone out whole
+                await link.send_error(GatewayError(
+                    "upstream_failed", "The gateway could not relay upstream's reply. Try again in a moment."))
         finally:
             link.close()
 

@@ -22,6 +22,7 @@ import httpx
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers import KeyVerdict, Provider, scrub_secret
+from gateway.settlement import LeaseHold
 from gateway.upstream_client import UpstreamClient, read_body
 from gateway.validation import UpstreamCall
 from keypool import FAILED, OK, KeyLease, KeyPool, RateBudget
@@ -50,6 +51,7 @@ class UpstreamReply:
     body: bytes | None = None  # already read (a client error passed through)
     budget: RateBudget | None = None  # the key's rate-limit budget as this reply reported it
     waited_ms: int = 0  # time spent in the queue
+    hold: LeaseHold | None = None  # owns the lease from here on; the pipeline settles it exactly once
 
 
 class Relay:
@@ -109,6 +111,7 @@ class Relay:
                     response,
                     budget=provider.rate_budget(_header_dict(response)),
                     waited_ms=place.waited_ms,
+                    hold=LeaseHold(self._pool, lease, call.family),
                 )
 
             body = await read_body(response)
