@@ -113,9 +113,9 @@ def _refusal(refusal: Refusal, rate: RateStatus | None) -> tuple[int, str, str]:
     if refusal is Refusal.FORBIDDEN:
         return 403, "permission_error", "Your API key does not have permission to use the specified resource."
     if refusal is Refusal.NO_QUOTA:
-        return (
-            400,
-            "invalid_request_error",
+        return (  # Anthropic's documented type for an account out of credit
+            402,
+            "billing_error",
             (
                 "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing "
                 "to upgrade or purchase credits."

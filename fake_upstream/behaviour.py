@@ -148,9 +148,12 @@ class KeyGate:
         self.default_rpm = default_rpm
         self._limiter = RollingMinuteLimiter()
         self._revived: set[str] = set()
+        self._revoked: set[str] = set()
 
     def behaviour(self, key: str) -> KeyBehaviour:
         behaviour = behaviour_for_key(key, self.default_rpm)
+        if key in self._revoked:  # its owner revoked it while it was in use
+            return KeyBehaviour(Refusal.REVOKED, False, behaviour.rpm, behaviour.delay_ms)
         if key in self._revived:
             # Its owner fixed billing or un-revoked it: no refusal any more, limits and latency as before.
             return KeyBehaviour(None, False, behaviour.rpm, behaviour.delay_ms)
@@ -159,6 +162,12 @@ class KeyGate:
     def revive(self, key: str) -> None:
         """From now on the key is refused no more, whatever its text says (until reset)."""
         self._revived.add(key)
+        self._revoked.discard(key)
+
+    def revoke(self, key: str) -> None:
+        """From now on the key is refused as revoked (401), whatever its text says (until reset)."""
+        self._revoked.add(key)
+        self._revived.discard(key)
 
     def check(self, key: str, estimated_tokens: int) -> KeyVerdict:
         behaviour = self.behaviour(key)
@@ -185,3 +194,4 @@ class KeyGate:
     def reset(self) -> None:
         self._limiter.reset()
         self._revived.clear()
+        self._revoked.clear()

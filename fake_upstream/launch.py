@@ -59,6 +59,10 @@ class MockUpstreamHandle:
         """Make a refused key (revoked, out of quota...) good again, as `POST /_mock/keys/{key}/revive` does."""
         self._call(lambda: self.mock.revive(key))
 
+    def revoke(self, key: str) -> None:
+        """Make a good key refused as revoked from now on."""
+        self._call(lambda: self.mock.revoke(key))
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return

@@ -105,6 +105,10 @@ class MockUpstream:
         """Make a refused key good again: its owner fixed billing, or the revocation was a mistake."""
         self._gate.revive(key)
 
+    def revoke(self, key: str) -> None:
+        """Revoke a key that worked: its owner withdrew it."""
+        self._gate.revoke(key)
+
     def answer(self, request: MockRequest) -> tuple[AnyReply, float]:
         """The reply to a request, and how many seconds to hold it back first."""
         if request.path.startswith("/_mock/"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from queues.waiting import NoKeyForFamily, QueueRefusal, QueueTimeout, TooManyWaiting
+
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
 
@@ -56,3 +58,15 @@ def render_error(dialect: str, error: GatewayError) -> tuple[int, list[tuple[byt
     if error.retry_after_sec is not None:
         headers.append((b"retry-after", str(max(1, round(error.retry_after_sec + 0.499))).encode()))
     return status, headers, body
+
+
+_REFUSAL_KINDS: dict[type[QueueRefusal], str] = {
+    NoKeyForFamily: "no_key",
+    QueueTimeout: "queue_timeout",
+    TooManyWaiting: "rate_limited",
+}
+
+
+def refusal_error(refusal: QueueRefusal) -> GatewayError:
+    """A lower layer's refusal as the error the client is told; the one place they are mapped."""
+    return GatewayError(_REFUSAL_KINDS[type(refusal)], refusal.message, retry_after_sec=refusal.retry_after_sec)

@@ -127,6 +127,14 @@ def _families(provider: str, reply: httpx.Response) -> tuple[str, ...]:
     return tuple(sorted({family_of(provider, name) for name in names} | {DEFAULT_FAMILY[provider]}))
 
 
+def _anthropic_error_type(reply: httpx.Response) -> str:
+    try:
+        error = reply.json().get("error")
+    except ValueError:
+        return ""
+    return str(error.get("type", "")) if isinstance(error, dict) else ""
+
+
 def _judge_refusal(provider: str, reply: httpx.Response) -> KeyCheck:
     """What a refused models request says about the key. Only a 401 proves a key revoked."""
     status = reply.status_code
@@ -136,7 +144,7 @@ def _judge_refusal(provider: str, reply: httpx.Response) -> KeyCheck:
     text = reply.text.lower()
     if provider == "openai" and status == 429 and "insufficient_quota" in text:
         return KeyCheck(OVER_QUOTA, what + " (insufficient_quota)")
-    if provider == "anthropic" and status == 400 and "credit balance" in text:
-        return KeyCheck(OVER_QUOTA, what + " (credit balance too low)")
+    if provider == "anthropic" and _anthropic_error_type(reply) == "billing_error":
+        return KeyCheck(OVER_QUOTA, what + " (billing_error: credit balance too low)")
     # 403 (a restricted key may not list models yet serve chat), 429, 5xx: nothing certain about the key.
     return KeyCheck(UNKNOWN, what)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import GatewayError
 from keypool import KeyLease, KeyPool, NoKeyAvailable
 from keypool.leases import LeaseKeeper
 from queues.schema import QueueSchema
@@ -37,6 +36,27 @@ OnWait = Callable[[int], Awaitable[None]]
 
 class ClientGone(Exception):
     """The client hung up while its request waited."""
+
+
+class QueueRefusal(Exception):
+    """The queue cannot give this request a key; the gateway tells the client in its dialect."""
+
+    def __init__(self, message: str, *, retry_after_sec: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_sec = retry_after_sec
+
+
+class NoKeyForFamily(QueueRefusal):
+    """No key in the pool can ever serve the family (none configured, or all retired)."""
+
+
+class QueueTimeout(QueueRefusal):
+    """The request waited its whole allowance without a key coming free."""
+
+
+class TooManyWaiting(QueueRefusal):
+    """The identity already has as many requests waiting as it may."""
 
 
 @dataclass(slots=True)
@@ -177,8 +197,7 @@ class FamilyQueues:
                 while True:
                     now = time.monotonic()
                     if now >= deadline:
-                        raise GatewayError(
-                            "queue_timeout",
+                        raise QueueTimeout(
                             f"Waited {self._timeout:.0f} s in the {family} queue without a key coming free; "
                             "try again later.",
                         )
@@ -213,8 +232,7 @@ class FamilyQueues:
                   place.score or ""],
         )
         if int(result[0]) != 1:
-            raise GatewayError(
-                "rate_limited",
+            raise TooManyWaiting(
                 f"You already have {int(result[1])} request(s) waiting for a key (the limit is {self._limit}); "
                 "wait for them to finish.",
                 retry_after_sec=self._heartbeat,
@@ -331,8 +349,8 @@ def _first_key_back_ms(keys: list[dict[str, Any]], family: str) -> float | None:
     return min(back) if back else None
 
 
-def _no_key(family: str) -> GatewayError:
-    return GatewayError("no_key", f"No key in the pool can serve {family} models.")
+def _no_key(family: str) -> NoKeyForFamily:
+    return NoKeyForFamily(f"No key in the pool can serve {family} models.")
 
 
 def _text(value: Any) -> str:

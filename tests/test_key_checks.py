@@ -158,14 +158,15 @@ def test_a_revoked_key_that_becomes_valid_again_is_revived_by_its_recheck(
 
 
 def test_a_key_traffic_retires_is_rechecked_soon_and_then_with_backoff(start_gateway: Any, upstream: Any) -> None:
-    # A 403 on the models list proves nothing, so the check leaves this key in service; traffic retires it.
-    secret = "sk-forbidden-eeee"
+    # The key is good at start-up; its owner revokes it later, and traffic (a 401 invalid_api_key) retires it.
+    secret = "sk-plain-eeee"
     gateway = start_gateway(
         OPENAI_KEY=f"{secret},sk-plain-ffff", ADMIN_KEY=ADMIN_KEY, CHECK_KEYS="true",
         KEY_RECHECK_BACKOFF_SEC="1,3600",
     )
     run_checks(gateway, lambda: key_view(gateway, secret)["last_check"], "start-up checks")
     assert key_view(gateway, secret)["status"] == "active"
+    upstream.revoke(secret)
 
     while key_view(gateway, secret)["status"] == "active":
         assert chat(gateway).status_code == 200

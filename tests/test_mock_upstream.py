@@ -385,14 +385,16 @@ def test_revoked_anthropic_key_is_an_authentication_error(mock_upstream: MockUps
     assert raised.value.body["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
 
 
-def test_anthropic_key_without_credit_is_a_400_about_credit_balance(
+def test_anthropic_key_without_credit_is_a_402_billing_error(
     mock_upstream: MockUpstreamHandle,
 ) -> None:
-    with pytest.raises(anthropic.BadRequestError) as raised:
+    with pytest.raises(anthropic.APIStatusError) as raised:
         anthropic_client(mock_upstream, "sk-ant-noquota-1").messages.create(
             model="claude-haiku-4-5", max_tokens=10, messages=CLAUDE_CHAT
         )
 
+    assert raised.value.status_code == 402
+    assert raised.value.body["error"]["type"] == "billing_error"
     assert "credit balance is too low" in raised.value.message
 
 
