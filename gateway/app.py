@@ -124,7 +124,6 @@ class PoolgateApp:
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
             gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key),
             relay=relay,
-            pool=self.pool,
             max_request_bytes=s.max_request_bytes,
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
             allowed_families=frozenset(s.allowed_model_families),

@@ -20,18 +20,17 @@ from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers.base import Provider
 from gateway.relay import UpstreamReply, close_quietly
-from gateway.settlement import settle_usage
 from gateway.sse import EventFramer
 from gateway.upstream_client import read_body
 from gateway.validation import UpstreamCall
-from keypool import KeyPool, Usage
+from keypool import Usage
 
 log = logging.getLogger("poolgate.relay")
 
 Send = Any
 
 
-async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
+async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
                         send: Send) -> None:
     """A non-streaming reply: relayed byte-exact, then its usage is recorded."""
     assert reply.response is not None
@@ -43,13 +42,13 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     finally:
         await close_quietly(reply.response)
     await _send_complete(send, reply.status, reply.headers, body)
-    await _settle(reply, pool, call, provider.usage_from_body(body))
+    await _settle(reply, call, provider.usage_from_body(body))
 
 
-async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
+async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
                          link: ClientLink) -> None:
     """A streamed reply, relayed while it is produced; a client hang-up stops it at once."""
-    pump = asyncio.ensure_future(_pump_stream(reply, call, provider, pool, link))
+    pump = asyncio.ensure_future(_pump_stream(reply, call, provider, link))
     try:
         await asyncio.wait((pump, link.hang_up), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -59,7 +58,7 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
             await pump
 
 
-async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, pool: KeyPool,
+async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
                        link: ClientLink) -> None:
     assert reply.response is not None
     send = link.send
@@ -84,14 +83,12 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
     finally:
         # Runs on completion, on upstream failure and on cancellation by a client hang-up alike.
         await close_quietly(reply.response)
-        await asyncio.shield(_settle(reply, pool, call, reader.usage))
+        await asyncio.shield(_settle(reply, call, reader.usage))
 
 
-async def _settle(reply: UpstreamReply, pool: KeyPool, call: UpstreamCall, usage: Usage | None) -> None:
-    if reply.hold is not None:
-        await reply.hold.settle_usage(usage, call.identity, reply.budget)
-    else:
-        await settle_usage(pool, reply.lease, call.family, usage, call.identity, reply.budget)
+async def _settle(reply: UpstreamReply, call: UpstreamCall, usage: Usage | None) -> None:
+    assert reply.hold is not None, "a reply with a body to relay is always held (gateway/relay.py)"
+    await reply.hold.settle_usage(usage, call.identity, reply.budget)
 
 
 async def deliver_read(reply: UpstreamReply, link: ClientLink) -> None:

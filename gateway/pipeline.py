@@ -31,7 +31,6 @@ from gateway.gatekeeper import Gatekeeper
 from gateway.relay import Relay
 from gateway.routing import Route
 from gateway.validation import validate_request
-from keypool import KeyPool
 from queues.waiting import ClientGone, QueueRefusal
 
 log = logging.getLogger("poolgate.pipeline")
@@ -44,7 +43,6 @@ class ProxyPipeline:
         endpoint_filter: EndpointFilter,
         gatekeeper: Gatekeeper,
         relay: Relay,
-        pool: KeyPool,
         max_request_bytes: int,
         proxy_route: str,
         allowed_families: frozenset[str] = frozenset(),
@@ -52,7 +50,6 @@ class ProxyPipeline:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
         self._relay = relay
-        self._pool = pool
         self._max_request_bytes = max_request_bytes
         self._proxy_route = proxy_route
         self._allowed_families = allowed_families
@@ -79,9 +76,9 @@ class ProxyPipeline:
                 if reply.response is None:
                     await deliver_read(reply, link)
                 elif call.stream:
-                    await deliver_stream(reply, call, provider, self._pool, link)
+                    await deliver_stream(reply, call, provider, link)
                 else:
-                    await deliver_whole(reply, call, provider, self._pool, send)
+                    await deliver_whole(reply, call, provider, send)
         except GatewayError as error:
             await link.send_error(error)
         except QueueRefusal as refusal:
