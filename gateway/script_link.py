@@ -8,6 +8,13 @@ written straight to it, replies parsed by hiredis and handed back in order,
 since Redis answers one connection's commands in the order they came. Writes
 made in the same turn of the event loop go out in one system call.
 
+A connection is usable only once Redis has answered its handshake (`AUTH`,
+then `SELECT` of the configured database) with OK: until then the link writes
+nothing else to it, and calls made meanwhile wait for the handshake and go
+after it. Otherwise a call made in the few loop turns between the socket
+opening and the handshake being sent would reach Redis first, and be refused
+(`NOAUTH`) or run in database 0.
+
 Only scripts travel here (`EVALSHA`, then `EVAL` once after a Redis restart
 forgot them); everything else (pub/sub, the admin API, rq) keeps redis-py.
 Errors are redis-py's own exception types, so callers see no difference. The
@@ -84,6 +91,8 @@ class ScriptLink:
     def __init__(self, redis_url: str) -> None:
         self._url = urlsplit(redis_url)
         self._transport: asyncio.Transport | None = None
+        # True once the current connection's handshake was answered OK; only then may calls be written to it.
+        self._ready = False
         self._connecting: asyncio.Future[None] | None = None
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._outbox: list[bytes] = []
@@ -93,11 +102,13 @@ class ScriptLink:
         return Script(self, text)
 
     async def call(self, *parts: Arg) -> Any:
-        if self._transport is None:
+        while not self._ready:  # a loop: the connection may drop again between the handshake and this turn
             await self._connect()
         return await self._send(parts)
 
     async def aclose(self) -> None:
+        self._ready = False
+        self._outbox.clear()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -114,9 +125,11 @@ class ScriptLink:
         return reply
 
     def _flush(self) -> None:
+        if not self._outbox:  # emptied by a lost connection since this flush was scheduled
+            return
         data = b"".join(self._outbox)
         self._outbox.clear()
-        if self._transport is not None:
+        if self._ready and self._transport is not None:
             self._transport.write(data)
         else:
             self._fail_all(RedisConnectionError("the connection to Redis closed"))
@@ -156,22 +169,38 @@ class ScriptLink:
                 )
         except (TimeoutError, OSError) as error:
             raise RedisConnectionError(f"could not connect to Redis for scripts: {type(error).__name__}") from None
-        setup = []
+        await self._handshake()
+
+    async def _handshake(self) -> None:
+        """AUTH and SELECT, written alone on the new connection; the link is ready once both answered OK."""
+        url = self._url
+        commands: list[tuple[Arg, ...]] = []
         if url.password is not None:
             password = unquote(url.password)
-            user = unquote(url.username) if url.username else None
-            setup.append(self._send((b"AUTH", user, password) if user else (b"AUTH", password)))
+            commands.append((b"AUTH", unquote(url.username), password) if url.username else (b"AUTH", password))
         database = url.path.strip("/") if url.scheme != "unix" else ""
         if database and database != "0":
-            setup.append(self._send((b"SELECT", database)))
+            commands.append((b"SELECT", database))
+        transport = self._transport
+        if transport is None:
+            raise RedisConnectionError("the connection to Redis was lost")
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        self._waiting.extend((answer, loop.time()) for answer in answers)
+        if commands:
+            transport.write(b"".join(_encode(command) for command in commands))
         try:
-            await asyncio.gather(*setup)
+            await asyncio.gather(*answers)
         except ResponseError:
             await self.aclose()
             raise
+        if self._transport is not transport:  # lost while the handshake was in flight: _lost failed the answers
+            raise RedisConnectionError("the connection to Redis was lost")
+        self._ready = True
 
     def _connected(self, transport: asyncio.Transport) -> None:
         self._transport = transport
+        self._ready = False
         if self._watchdog is not None:  # one watchdog per link, not one per connection it ever had
             self._watchdog.cancel()
         self._watchdog = asyncio.get_running_loop().call_later(_STUCK_AFTER_SEC / 3, self._watch)
@@ -180,6 +209,9 @@ class ScriptLink:
         if self._transport is not None and transport is not self._transport:
             return  # an older connection's close, arriving after a new one opened: the new one is fine
         self._transport = None
+        self._ready = False
+        # Calls not yet written belong to the lost connection's turn; their callers are failed just below.
+        self._outbox.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._fail_all(RedisConnectionError("the connection to Redis was lost"))

@@ -15,10 +15,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis_server(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
-    """A redis-server on 127.0.0.1:`port` without persistence, once it accepts connections (10 s at most)."""
+def start_redis_server(binary: str, port: int, workdir: str, *, password: str = "") -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:`port` without persistence, once it accepts connections (10 s at most).
+
+    With `password`, it asks every connection for it (`requirepass`), as managed Redis services do.
+    """
+    protection = ["--requirepass", password] if password else []
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir,
+         *protection],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -242,3 +243,85 @@ def test_a_gateway_whose_redis_goes_away_answers_503_in_its_dialect_and_recovers
         configured = parse_keys("openai", settings.openai_keys) + parse_keys("anthropic", settings.anthropic_keys)
         gateway.run(gateway.app.pool.register_configured(configured))
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
+
+
+# --- the handshake: nothing but AUTH and SELECT goes out until they have been answered -----------------------
+
+HANDSHAKE_PASSWORD = "handshake-s3cret"
+CONFIGURED_DB = 7
+WRITE = "return redis.call('SET', KEYS[1], ARGV[1])"
+
+
+@pytest.fixture(scope="module")
+def guarded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server that asks for a password, as every managed Redis does; yields its port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this")
+    port = free_port()
+    server = start_redis_server(binary, port, str(tmp_path_factory.mktemp("guarded")), password=HANDSHAKE_PASSWORD)
+    yield port
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(params=["password", "no-password"])
+def handshake_redis(request: pytest.FixtureRequest, guarded_redis: int, real_redis: str) -> str:
+    """The URL of a Redis on db 7: with a password (the link must AUTH first), or without (it must SELECT first)."""
+    if request.param == "password":
+        return f"redis://:{HANDSHAKE_PASSWORD}@127.0.0.1:{guarded_redis}/{CONFIGURED_DB}"
+    return f"{real_redis.rsplit('/', 1)[0]}/{CONFIGURED_DB}"
+
+
+async def writes_landed(url: str, tag: str) -> tuple[int, int]:
+    """How many `tag:*` keys are in the configured db and in db 0."""
+    counts = []
+    for db in (CONFIGURED_DB, 0):
+        client = aioredis.Redis.from_url(f"{url.rsplit('/', 1)[0]}/{db}")
+        counts.append(len(await client.keys(f"{tag}:*")))
+        await client.delete(*await client.keys(f"{tag}:*") or [f"{tag}:none"])
+        await client.aclose()
+    return counts[0], counts[1]
+
+
+async def burst_over_loop_turns(link: ScriptLink, tag: str, calls: int = 400) -> list[Any]:
+    """`calls` script calls, the n-th made after n % 40 turns of the event loop, so they arrive all through a
+    (re)connection: before it opens, between its opening and the handshake's answer, and after."""
+    write = link.register_script(WRITE)
+
+    async def write_after(turns: int, n: int) -> Any:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await write(keys=[f"{tag}:{n}"], args=[n])
+
+    return await asyncio.gather(*(write_after(n % 40, n) for n in range(calls)), return_exceptions=True)
+
+
+async def test_calls_made_while_the_link_first_connects_wait_for_auth_and_select(handshake_redis: str) -> None:
+    tag = f"handshake-{uuid.uuid4().hex[:8]}"
+    link = ScriptLink(handshake_redis)
+    try:
+        outcomes = await burst_over_loop_turns(link, tag)
+    finally:
+        await link.aclose()
+    assert [str(o) for o in outcomes if o != b"OK"] == []
+    assert await writes_landed(handshake_redis, tag) == (400, 0)
+
+
+async def test_calls_made_while_the_link_reconnects_wait_for_auth_and_select(handshake_redis: str) -> None:
+    tag = f"rehandshake-{uuid.uuid4().hex[:8]}"
+    link = ScriptLink(handshake_redis)
+    admin = aioredis.Redis.from_url(handshake_redis)
+    try:
+        before = await link.call(b"CLIENT", b"ID")
+        # Redis closes the killed connection before it answers CLIENT KILL, so by the answer the link has
+        # been told its connection is gone, and the burst's calls all arrive while it connects again.
+        await admin.client_kill_filter(_id=before)
+        outcomes = await burst_over_loop_turns(link, tag)
+        after = await link.call(b"CLIENT", b"ID")
+    finally:
+        await link.aclose()
+        await admin.aclose()
+    assert after != before
+    assert [str(o) for o in outcomes if o != b"OK"] == []
+    assert await writes_landed(handshake_redis, tag) == (400, 0)
