@@ -48,6 +48,28 @@ def redis_server() -> Iterator[str | None]:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+REDIS_PASSWORD = "poolgate-test-s3cret"
+
+
+@pytest.fixture(scope="session")
+def guarded_redis_server() -> Iterator[str | None]:
+    """A real redis-server that asks for a password, as every managed Redis does: its URL without a database
+    (`redis://:password@127.0.0.1:port`), or None when the machine has none."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_REDIS:
+            pytest.fail("POOLGATE_REQUIRE_REDIS=1 but redis-server is not installed")
+        yield None
+        return
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="poolgate-guarded-redis-")
+    proc = start_redis_server(binary, port, workdir, password=REDIS_PASSWORD)
+    yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def store_url(request: pytest.FixtureRequest, redis_server: str | None) -> str:
     """Runs the test once on the embedded store and once on a real redis-server."""

@@ -247,29 +247,16 @@ def test_a_gateway_whose_redis_goes_away_answers_503_in_its_dialect_and_recovers
 
 # --- the handshake: nothing but AUTH and SELECT goes out until they have been answered -----------------------
 
-HANDSHAKE_PASSWORD = "handshake-s3cret"
 CONFIGURED_DB = 7
 WRITE = "return redis.call('SET', KEYS[1], ARGV[1])"
 
 
-@pytest.fixture(scope="module")
-def guarded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A redis-server that asks for a password, as every managed Redis does; yields its port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this")
-    port = free_port()
-    server = start_redis_server(binary, port, str(tmp_path_factory.mktemp("guarded")), password=HANDSHAKE_PASSWORD)
-    yield port
-    server.terminate()
-    server.wait(timeout=10)
-
-
 @pytest.fixture(params=["password", "no-password"])
-def handshake_redis(request: pytest.FixtureRequest, guarded_redis: int, real_redis: str) -> str:
+def handshake_redis(request: pytest.FixtureRequest, guarded_redis_server: str | None, real_redis: str) -> str:
     """The URL of a Redis on db 7: with a password (the link must AUTH first), or without (it must SELECT first)."""
     if request.param == "password":
-        return f"redis://:{HANDSHAKE_PASSWORD}@127.0.0.1:{guarded_redis}/{CONFIGURED_DB}"
+        assert guarded_redis_server is not None  # there is a redis-server, or `real_redis` skipped
+        return f"{guarded_redis_server}/{CONFIGURED_DB}"
     return f"{real_redis.rsplit('/', 1)[0]}/{CONFIGURED_DB}"
 
 
