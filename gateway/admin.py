@@ -25,6 +25,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody
+from redis.exceptions import RedisError
 
 from gateway import __version__
 from keypool.inventory import KeyInventory
@@ -110,6 +111,13 @@ def _on_admin_error(_: Request[Any, Any, Any], exc: AdminError) -> Response[Any]
     return _error_response(exc.status, exc.kind, exc.message, exc.headers)
 
 
+def _on_store_error(_: Request[Any, Any, Any], exc: RedisError) -> Response[Any]:
+    # A Redis that is down or restarting: say so (503, try again), as the proxy routes do, not a bare 500.
+    log.warning("admin API: the store did not answer: %s", type(exc).__name__)
+    message = "The gateway cannot reach its store right now. Try again in a moment."
+    return _error_response(503, "store_unavailable", message)
+
+
 def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     # Only field names and msgspec's type messages: never the values, which may be keys.
     problems = [
@@ -159,6 +167,7 @@ class AdminController(Controller):
     security = [{"AdminKey": []}]
     exception_handlers = {
         AdminError: _on_admin_error,
+        RedisError: _on_store_error,
         ValidationException: _on_validation_error,
         HTTPException: _on_http_error,
     }

@@ -24,6 +24,7 @@ from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
+from gateway.key_registration import KeyRegistration
 from gateway.pipeline import ProxyPipeline
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
@@ -47,6 +48,7 @@ class PoolgateApp:
         self.store: Any = None
         self.pool: KeyPool | None = None
         self.key_checks: KeyChecks = KeyChecksOff()
+        self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
         self._pipeline: ProxyPipeline | None = None
         self._clients: dict[str, UpstreamClient] = {}
@@ -91,12 +93,16 @@ class PoolgateApp:
         self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec, key_concurrency=s.key_concurrency,
                             scripts=open_script_runner(s.redis_url, self.store))
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
-        await self.pool.register_configured(keys)
+        # Registered now, and again by whichever process first sees the store come back empty.
+        self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
+        await self.key_registration.register()
         self.pool.keeper.start()
         # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
         self.key_checks = build_key_checks(s, self.store)
         self.pool.on_retired = self.key_checks.retired
+        self.key_registration.on_registered_again = self.key_checks.request
         await self.key_checks.start()
+        self.key_registration.start()
         providers = {
             "openai": OpenAIProvider(s.openai_base_url, s.key_cooldown_max_sec),
             "anthropic": AnthropicProvider(s.anthropic_base_url, s.key_cooldown_max_sec),
@@ -144,6 +150,8 @@ class PoolgateApp:
         return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
+        if self.key_registration is not None:
+            await self.key_registration.stop()
         await self.key_checks.stop()
         if self.queues is not None:
             await self.queues.stop()

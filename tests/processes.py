@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -51,3 +52,28 @@ def wait_until_listening(url: str, proc: subprocess.Popen[str] | subprocess.Pope
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError(f"{url} did not come up")
+
+
+class OwnRedis:
+    """A redis-server of the test's own, which the test may kill and start again on the same port, empty."""
+
+    def __init__(self, binary: str, workdir: Path, *, password: str = "") -> None:
+        self._binary, self._workdir, self._password, self.port = binary, workdir, password, free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.url_for_db(0)
+
+    def url_for_db(self, db: int) -> str:
+        credentials = f":{self._password}@" if self._password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        self._process = start_redis_server(self._binary, self.port, str(self._workdir), password=self._password)
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None

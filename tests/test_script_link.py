@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from processes import free_port, start_redis_server
+from processes import OwnRedis, free_port
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -184,27 +184,6 @@ def test_the_embedded_store_runs_its_own_scripts() -> None:
     assert open_script_runner("", store) is store
     assert isinstance(open_script_runner("redis://127.0.0.1:6379/0", store), ScriptLink)
 
-
-
-class OwnRedis:
-    """A redis-server of the test's own, which the test may kill and start again on the same port."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self._binary, self._workdir, self.port = binary, workdir, free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self._process = start_redis_server(self._binary, self.port, str(self._workdir))
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
 
 
 @pytest.fixture
