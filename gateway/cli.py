@@ -92,7 +92,7 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
         "access_log": False,  # query strings may carry a client's key (`?key=`); poolgate logs what matters
         "log_level": settings.log_level.lower(),
         "proxy_headers": True,
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "forwarded_allow_ips": settings.trusted_forwarders,
         "timeout_keep_alive": 75,
     }
     if workers > 1:

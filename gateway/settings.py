@@ -134,9 +134,9 @@ class Settings:
         "ADMIN_LOCKOUT_SEC", 900.0, "How long an address is locked out of the admin API (and its failures remembered)"
     )
     forwarded_allow_ips: str = _setting(
-        "FORWARDED_ALLOW_IPS", "*",
-        "Proxies whose `X-Forwarded-For` names the client (`*`: any; set your load balancer's address "
-        "when clients can reach poolgate directly)",
+        "FORWARDED_ALLOW_IPS", "",
+        "Proxies whose `X-Forwarded-For` names the client, comma-separated addresses or networks (`*`: any); "
+        "unset: loopback only, or any on a HuggingFace Space or Render, whose proxy is the only way in",
     )
     server_title: str = _setting(
         "SERVER_TITLE", "", "Title of the status page (unset: the HuggingFace Space or Render service name)"
@@ -151,6 +151,8 @@ class Settings:
     service_info_password: str = _setting(
         "SERVICE_INFO_PASSWORD", "", "Password for the status page and `/status` (unset: public)", secret=True
     )
+    space_id: str = _setting("SPACE_ID", "", "Set by HuggingFace Spaces; tells poolgate it runs behind their proxy")
+    render: bool = _setting("RENDER", False, "Set to `true` by Render; tells poolgate it runs behind their proxy")
     space_author_name: str = _setting("SPACE_AUTHOR_NAME", "", "Set by HuggingFace Spaces; part of the default title")
     space_title: str = _setting("SPACE_TITLE", "", "Set by HuggingFace Spaces; part of the default title")
     render_service_name: str = _setting("RENDER_SERVICE_NAME", "", "Set by Render; the title when nothing else is")
@@ -163,6 +165,21 @@ class Settings:
     @property
     def store_is_embedded(self) -> bool:
         return not self.redis_url
+
+    @property
+    def trusted_forwarders(self) -> str:
+        """Whose `X-Forwarded-For` is believed: `FORWARDED_ALLOW_IPS`, else what the platform implies.
+
+        Anyone who reaches poolgate directly could name any address in that header and so dodge
+        per-person limits or put an admin lockout on someone else; only a proxy in front may name
+        the client. HuggingFace Spaces and Render are reached only through their own proxy, whose
+        addresses they do not publish, so there every forwarder is believed.
+        """
+        if self.forwarded_allow_ips:
+            return self.forwarded_allow_ips
+        if self.space_id or self.render:
+            return "*"
+        return "127.0.0.1,::1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
