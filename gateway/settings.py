@@ -60,10 +60,12 @@ class Settings:
     )
     redis_prefix: str = _setting("REDIS_PREFIX", "poolgate:", "Prefix of every Redis key poolgate writes")
     openai_base_url: str = _setting(
-        "OPENAI_BASE_URL", "https://api.openai.com", "Upstream OpenAI API (or any OpenAI-compatible API), without `/v1`"
+        "OPENAI_BASE_URL", "https://api.openai.com",
+        "Upstream OpenAI API (or any OpenAI-compatible API); a trailing `/v1` is dropped with a warning"
     )
     anthropic_base_url: str = _setting(
-        "ANTHROPIC_BASE_URL", "https://api.anthropic.com", "Upstream Anthropic API, without `/v1`"
+        "ANTHROPIC_BASE_URL", "https://api.anthropic.com",
+        "Upstream Anthropic API; a trailing `/v1` is dropped with a warning"
     )
     extra_allowed_endpoints: tuple[str, ...] = _setting(
         "EXTRA_ALLOWED_ENDPOINTS", (),
@@ -182,10 +184,13 @@ class Settings:
         return "127.0.0.1,::1"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, env_file: str | None = ".env", notices: list[str] | None = None
+    ) -> Settings:
         """Build settings from `env` (default: the process environment over a `.env` file, if any).
 
-        Raises ConfigError listing every problem, one line each.
+        Raises ConfigError listing every problem, one line each. What was corrected rather than
+        refused (a base URL ending in `/v1`) is appended to `notices`, one line each, for start-up to say.
         """
         if env is None:
             merged: dict[str, str] = {}
@@ -205,6 +210,9 @@ class Settings:
                 values[f.name] = _parse(raw.strip(), f.default)
             except ValueError:
                 problems.append(f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}")
+        for name in ("openai_base_url", "anthropic_base_url"):
+            if name in values:
+                values[name] = _upstream_base(values[name], name.upper(), notices if notices is not None else [])
         settings = cls(**values)
         problems.extend(settings._problems())
         if problems:
@@ -222,7 +230,12 @@ class Settings:
         for name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
             url = getattr(self, name.lower())
             if not url.startswith(("http://", "https://")):
-                problems.append(f"{name}={url!r} must start with http:// or https://")
+                problems.append(f"{name}={_without_credentials(url)!r} must start with http:// or https://")
+        if "@" in self.openai_base_url.partition("://")[2].partition("/")[0]:
+            problems.append(  # OpenAI-format upstreams take the key in Authorization, which basic auth would replace
+                f"OPENAI_BASE_URL={_without_credentials(self.openai_base_url)!r} cannot carry user:password@: "
+                "the key travels in the Authorization header"
+            )
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
         for entry in self.extra_allowed_endpoints:
@@ -231,7 +244,9 @@ class Settings:
                 problems.append(f"EXTRA_ALLOWED_ENDPOINTS entry {entry!r} must look like openai:fine_tuning")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
-        for name in ("PORT", "MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
+        if not 1 <= self.port <= 65535:
+            problems.append(port_problem(f"PORT={self.port}"))
+        for name in ("MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
         for name in ("UPSTREAM_TIMEOUT_SEC", "KEY_COOLDOWN_MAX_SEC", "LEASE_TTL_SEC"):
@@ -272,6 +287,25 @@ class Settings:
             for f in dataclasses.fields(self)
             if not f.metadata["secret"]
         }
+
+
+def port_problem(given: str) -> str:
+    return f"{given} is not a port: it must be 1 to 65535"
+
+
+def _upstream_base(url: str, env: str, notices: list[str]) -> str:
+    """The base URL without a trailing `/v1`, which every upstream path already starts with.
+
+    Left in, every call would go to `/v1/v1/...` while the key still looks fine to the pool.
+    """
+    trimmed = url.rstrip("/")
+    if trimmed.lower().endswith("/v1"):
+        trimmed = trimmed[:-3].rstrip("/")
+        notices.append(
+            f"{env}={_without_credentials(url)!r} ends in /v1; poolgate adds /v1 itself, "
+            f"so it uses {_without_credentials(trimmed)!r}"
+        )
+    return trimmed
 
 
 def _without_credentials(value: Any) -> Any:
