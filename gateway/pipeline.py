@@ -66,7 +66,7 @@ class ProxyPipeline:
             body = await _read_body(receive, headers, self._max_request_bytes)
             call = validate_request(
                 allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route,
-                allowed_families=self._allowed_families,
+                allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
             )
             call.identity = identity.id
             await admit(call, identity)

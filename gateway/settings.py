@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catalog.families import known_families
+
 GATEKEEPERS = ("none", "proxy_key")
 
 
@@ -242,6 +244,12 @@ class Settings:
             provider, _, path = entry.partition(":")
             if provider not in ("openai", "anthropic") or not path.strip("/"):
                 problems.append(f"EXTRA_ALLOWED_ENDPOINTS entry {entry!r} must look like openai:fine_tuning")
+        unknown = [f for f in self.allowed_model_families if f not in _known_families()]
+        if unknown:
+            problems.append(
+                f"ALLOWED_MODEL_FAMILIES names unknown families {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(_known_families())}"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
         if not 1 <= self.port <= 65535:
@@ -287,6 +295,10 @@ class Settings:
             for f in dataclasses.fields(self)
             if not f.metadata["secret"]
         }
+
+
+def _known_families() -> tuple[str, ...]:
+    return (*known_families("openai"), *known_families("anthropic"))
 
 
 def port_problem(given: str) -> str:
