@@ -69,6 +69,8 @@ class ProxyPipeline:
                 allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
             )
             call.identity = identity.id
+            if call.endpoint == "responses":
+                link.speak_responses_api(call.model)
             await admit(call, identity)
             reply = await self._relay.open(call, headers, link)
             provider = self._relay.provider(call.provider)
