@@ -95,6 +95,7 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.client_guard import guarded_protocol
 
     host, port = host or settings.bind_address, port or settings.port
     try:  # bound here, before the app starts, so a taken port is one line and exit 1, not a hung process
@@ -105,7 +106,8 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
     options = {
         "host": host,
         "port": port,
-        "http": "httptools",
+        # uvicorn's httptools protocol with header/body timeouts and a cap per address (gateway/client_guard.py)
+        "http": guarded_protocol(settings) if workers == 1 else "gateway.client_guard:GuardedHttpToolsProtocol",
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "access_log": False,  # query strings may carry a client's key (`?key=`); poolgate logs what matters
         "log_level": settings.log_level.lower(),

@@ -142,6 +142,18 @@ class Settings:
         "Proxies whose `X-Forwarded-For` names the client, comma-separated addresses or networks (`*`: any); "
         "unset: loopback only, or any on a HuggingFace Space or Render, whose proxy is the only way in",
     )
+    client_header_timeout_sec: float = _setting(
+        "CLIENT_HEADER_TIMEOUT_SEC", 10.0,
+        "Longest a client may take to send a request's headers, from connecting; then the connection is closed",
+    )
+    client_body_timeout_sec: float = _setting(
+        "CLIENT_BODY_TIMEOUT_SEC", 30.0, "Longest a client may pause while sending a request body; then it is closed"
+    )
+    max_connections_per_address: int = _setting(
+        "MAX_CONNECTIONS_PER_ADDRESS", 64,
+        "Most connections one address may hold open to a gateway process (0: no limit); "
+        "trusted proxies (`FORWARDED_ALLOW_IPS`) are not limited",
+    )
     server_title: str = _setting(
         "SERVER_TITLE", "", "Title of the status page (unset: the HuggingFace Space or Render service name)"
     )
@@ -260,6 +272,10 @@ class Settings:
         for name in ("UPSTREAM_TIMEOUT_SEC", "KEY_COOLDOWN_MAX_SEC", "LEASE_TTL_SEC"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.client_header_timeout_sec <= 0 or self.client_body_timeout_sec <= 0:
+            problems.append("CLIENT_HEADER_TIMEOUT_SEC and CLIENT_BODY_TIMEOUT_SEC must be positive")
+        if self.max_connections_per_address < 0:
+            problems.append("MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or more")
         if self.key_concurrency < 0 or self.user_concurrency_limit < 0 or self.tokens_punishment_factor < 0:
             problems.append("KEY_CONCURRENCY, USER_CONCURRENCY_LIMIT and TOKENS_PUNISHMENT_FACTOR must be 0 or more")
         if self.queue_timeout_sec <= 0 or self.heartbeat_interval_sec <= 0 or self.queue_ticket_ttl_sec <= 0:
