@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-# The codes a failed response's `error.code` may take that fit what a gateway can report.
+# Error types and codes that make a failed response's `error.code` "rate_limit_exceeded" (else "server_error",
+# the other of the API's codes that fits what a gateway can report).
 _RATE_LIMITED_TYPES = frozenset({"rate_limit_error", "rate_limit_exceeded", "insufficient_quota"})
 
 
