@@ -28,6 +28,7 @@ from litestar.params import FromPath, JSONBody
 from redis.exceptions import RedisError
 
 from gateway import __version__
+from gateway.admin_guard import AdminGuard
 from keypool.inventory import KeyInventory
 from keypool.keys import PROVIDERS, parse_keys
 from keypool.schema import PoolSchema
@@ -64,33 +65,31 @@ def _poolgate(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminServices:
     return services
 
 
-def failures_key(redis_prefix: str, address: str) -> str:
-    """The one Redis key the admin API writes: failed attempts from an address, expiring with the lockout."""
-    return f"{redis_prefix}admin:failures:{address}"
-
-
 async def require_admin(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Let the request through only with the admin key, from an address that is not locked out."""
+    """Let the request through only with the admin key, from an address that is not locked out.
+
+    The lockout is checked and a failure counted in one store script, so any number of concurrent
+    wrong guesses from an address gets exactly `ADMIN_LOCKOUT_FAILURES` of them checked.
+    """
     app = _poolgate(connection)
     s = app.settings
     if not s.admin_key:
         raise AdminError(404, "not_found_error", "The admin API is off: set ADMIN_KEY to turn it on.")
     address = connection.client.host if connection.client else "unknown"
-    counter = failures_key(s.redis_prefix, address)
-    if int(await app.store.get(counter) or 0) >= s.admin_lockout_failures:
-        wait_ms = max(int(await app.store.pttl(counter)), 1000)
+    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
+    right = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), s.admin_key.encode())
+    verdict = await AdminGuard.for_store(app.store).judge(
+        s.redis_prefix, address, wrong=not right, max_failures=s.admin_lockout_failures,
+        lockout_sec=s.admin_lockout_sec,
+    )
+    if verdict.locked:
         raise AdminError(
             429, "rate_limit_error", "Too many failed admin logins from this address; try again later.",
-            {"Retry-After": str(wait_ms // 1000)},
+            {"Retry-After": str(verdict.retry_after_sec)},
         )
-    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), s.admin_key.encode()):
+    if right:
         return
-    failures = int(await app.store.incr(counter))
-    lockout_ms = int(s.admin_lockout_sec * 1000)
-    if failures == 1 or failures >= s.admin_lockout_failures:
-        await app.store.pexpire(counter, lockout_ms)
-    log.warning("admin API: wrong or missing admin key from %s (%d failed)", address, failures)
+    log.warning("admin API: wrong or missing admin key from %s (%d failed)", address, verdict.failures)
     raise AdminError(
         401, "authentication_error", "This needs the admin key: Authorization: Bearer <ADMIN_KEY>.",
         {"WWW-Authenticate": "Bearer"},

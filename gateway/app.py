@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, get
+from litestar.exceptions import NotFoundException
 
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
@@ -33,6 +34,7 @@ from gateway.script_link import open_script_runner
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
+from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
 from web.routes import StatusPage, status_routes
@@ -55,7 +57,8 @@ class PoolgateApp:
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
             openapi_config=ADMIN_OPENAPI_CONFIG,
-            route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None
+            route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None,
+            exception_handlers={NotFoundException: not_found_here},  # a wrong path is told the base URLs to use
         )
         self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 
-from gateway.settings import ConfigError, Settings, settings_table
+from gateway.settings import ConfigError, Settings, port_problem, settings_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,13 +45,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load_settings() -> Settings | None:
-    """Settings from the environment, or None after saying what is wrong, one line per problem."""
+    """Settings from the environment, or None after saying what is wrong, one line per problem.
+
+    What was corrected instead of refused is said too, one warning line each.
+    """
+    notices: list[str] = []
     try:
-        return Settings.from_env()
+        settings = Settings.from_env(notices=notices)
     except ConfigError as err:
         for problem in err.problems:
             print(f"poolgate: configuration: {problem}", file=sys.stderr)
         return None
+    for notice in notices:
+        print(f"poolgate: warning: {notice}", file=sys.stderr)
+    return settings
 
 
 def _store_answers(settings: Settings) -> bool:
@@ -67,6 +76,9 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
+    if port is not None and not 1 <= port <= 65535:
+        print(f"poolgate: configuration: {port_problem(f'--port {port}')}", file=sys.stderr)
+        return 2
     settings = _load_settings()
     if settings is None:
         return 2
@@ -83,23 +95,57 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.client_guard import guarded_protocol
 
+    host, port = host or settings.bind_address, port or settings.port
+    try:  # bound here, before the app starts, so a taken port is one line and exit 1, not a hung process
+        listener = listening_socket(host, port)
+    except OSError as error:
+        print(f"poolgate: cannot listen on {host}:{port}: {_bind_failure(error)}", file=sys.stderr)
+        return 1
     options = {
-        "host": host or settings.bind_address,
-        "port": port or settings.port,
-        "http": "httptools",
+        "host": host,
+        "port": port,
+        # uvicorn's httptools protocol with header/body timeouts and a cap per address (gateway/client_guard.py)
+        "http": guarded_protocol(settings) if workers == 1 else "gateway.client_guard:GuardedHttpToolsProtocol",
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "access_log": False,  # query strings may carry a client's key (`?key=`); poolgate logs what matters
         "log_level": settings.log_level.lower(),
         "proxy_headers": True,
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "forwarded_allow_ips": settings.trusted_forwarders,
         "timeout_keep_alive": 75,
     }
     if workers > 1:
+        listener.close()  # uvicorn's supervisor binds again (the check above still caught a taken port)
         uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
-    else:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
-    return 0
+        return 0
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))  # type: ignore[arg-type]
+    with listener:
+        server.run(sockets=[listener])
+    return 0 if server.started else 1
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, as uvicorn would bind it (address reuse for quick restarts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_failure(error: OSError) -> str:
+    reasons = {
+        errno.EADDRINUSE: "the port is already in use (is poolgate, or another server, running there?)",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        errno.EADDRNOTAVAIL: "BIND_ADDRESS is not an address of this machine",
+    }
+    return reasons.get(error.errno or 0, error.strerror or type(error).__name__)
 
 
 def start_worker(burst: bool) -> int:

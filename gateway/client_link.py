@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import ANTHROPIC, GatewayError, render_error
+from gateway.responses_events import failure_events
 
 # A client that stops reading blocks our writes; past this it is dropped.
 STALLED_CLIENT_SEC = 30.0
@@ -33,6 +34,13 @@ class ClientLink:
         self.dialect = dialect
         self.started = False  # response headers already sent (a queued stream)
         self._hang_up: asyncio.Future[Any] | None = None
+        self._responses_model: str | None = None
+        self._responses_api = False  # a /v1/responses call: its stream ends in that API's own events
+
+    def speak_responses_api(self, model: str | None) -> None:
+        """A Responses API call: an error after the stream began is told with `error` and `response.failed`."""
+        self._responses_api = True
+        self._responses_model = model
 
     @property
     def hang_up(self) -> asyncio.Future[Any]:
@@ -73,7 +81,10 @@ class ClientLink:
         await self.end_stream_with_error(body)
 
     async def end_stream_with_error(self, error_body: bytes) -> None:
-        if self.dialect == ANTHROPIC:
+        if self._responses_api:
+            # sequence 0: only a stream with no upstream event yet (a queued one) is ended here
+            event = failure_events(error_body, model=self._responses_model, first_sequence_number=0)
+        elif self.dialect == ANTHROPIC:
             event = b"event: error\ndata: " + _one_line(error_body) + b"\n\n"
         else:
             event = b"data: " + _one_line(error_body) + b"\n\n"

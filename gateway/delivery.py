@@ -22,7 +22,7 @@ from gateway.providers.base import Provider
 from gateway.relay import UpstreamReply, close_quietly
 from gateway.sse import EventFramer
 from gateway.upstream_client import read_body
-from gateway.validation import UpstreamCall
+from gateway.validation import UpstreamCall, listed_models_only
 from keypool import Usage
 
 log = logging.getLogger("poolgate.relay")
@@ -41,6 +41,8 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
         raise GatewayError("upstream_failed", f"The upstream {call.provider} API broke off its reply.") from None
     finally:
         await close_quietly(reply.response)
+    if call.listed_families and reply.status == 200:  # ALLOWED_MODEL_FAMILIES: a models list shows only those
+        body = listed_models_only(body, call.provider, call.listed_families)
     await _send_complete(send, reply.status, reply.headers, body)
     await _settle(reply, call, provider.usage_from_body(body))
 

@@ -95,9 +95,19 @@ class EndpointFilter:
                 return AllowedCall("/v1/" + route.original_path, "extra:" + prefix, json_body=False)
         if segments and segments[0] in _REFUSED_ROOTS:
             raise _refused(method, route.path)
-        raise GatewayError(
-            "not_found", f"Unknown endpoint: {method} /v1/{route.path}. See the gateway's README for its routes."
-        )
+        raise GatewayError("not_found", f"Unknown endpoint: {method} /v1/{route.path}. {_FORWARDED[provider]}")
+
+
+def _forwarded(provider: str) -> str:
+    """The allow-list as a sentence: what a client that mistyped a path is told it can call."""
+    calls = {
+        verb: ", ".join("/v1/" + e.path.replace("*", "{id}") for e in _ALLOWED[provider] if verb in e.methods)
+        for verb in ("POST", "GET")
+    }
+    return f"Forwarded here: POST {calls['POST']}; GET {calls['GET']}."
+
+
+_FORWARDED = {provider: _forwarded(provider) for provider in _ALLOWED}
 
 
 def _refused(method: str, path: str) -> GatewayError:

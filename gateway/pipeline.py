@@ -66,9 +66,11 @@ class ProxyPipeline:
             body = await _read_body(receive, headers, self._max_request_bytes)
             call = validate_request(
                 allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route,
-                allowed_families=self._allowed_families,
+                allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
             )
             call.identity = identity.id
+            if call.endpoint == "responses":
+                link.speak_responses_api(call.model)
             await admit(call, identity)
             reply = await self._relay.open(call, headers, link)
             provider = self._relay.provider(call.provider)

@@ -3,7 +3,7 @@
 The path is normalised before anything looks at it — percent-decoding repeated
 until stable (`%2e`, `%2f`, `%252e`), backslashes, `//`, `.` and `..`, trailing
 slashes, case — so that no spelling of a refused endpoint reaches the filter
-looking like an allowed one.
+looking like an allowed one. A doubled `/v1/v1/` is folded into one.
 """
 
 from __future__ import annotations
@@ -61,15 +61,23 @@ def resolve_route(raw_path: str, proxy_route: str) -> Route | None:
     if lower[:1] == ("openai",):
         return _route(OPENAI, OPENAI, segments[1:], by_model=False)
     if lower[:1] == ("v1",):
-        rest = lower[1:]
+        rest = lower[_leading_v1s(lower) :]
         if rest[:1] == ("messages",):  # the Anthropic SDK with this gateway as its base URL
             return _route(ANTHROPIC, ANTHROPIC, segments, by_model=False)
         return _route(OPENAI, OPENAI, segments, by_model=True)
     return None
 
 
+def _leading_v1s(lower: tuple[str, ...]) -> int:
+    n = 0
+    while lower[n : n + 1] == ("v1",):
+        n += 1
+    return n
+
+
 def _route(provider: str, dialect: str, segments: tuple[str, ...], *, by_model: bool) -> Route:
-    if segments[:1] and segments[0].lower() == "v1":
-        segments = segments[1:]  # a missing /v1 is added upstream, a present one is not doubled
+    # A missing /v1 is added upstream and a present one is not doubled; a doubled one (a client that appends
+    # /v1/messages to a base URL already ending in /v1, as litellm does) is folded into one.
+    segments = segments[_leading_v1s(tuple(s.lower() for s in segments)) :]
     original = "/".join(segments)
     return Route(provider, dialect, original.lower(), original, by_model)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catalog.families import known_families
+
 GATEKEEPERS = ("none", "proxy_key")
 
 
@@ -60,10 +62,12 @@ class Settings:
     )
     redis_prefix: str = _setting("REDIS_PREFIX", "poolgate:", "Prefix of every Redis key poolgate writes")
     openai_base_url: str = _setting(
-        "OPENAI_BASE_URL", "https://api.openai.com", "Upstream OpenAI API (or any OpenAI-compatible API), without `/v1`"
+        "OPENAI_BASE_URL", "https://api.openai.com",
+        "Upstream OpenAI API (or any OpenAI-compatible API); a trailing `/v1` is dropped with a warning"
     )
     anthropic_base_url: str = _setting(
-        "ANTHROPIC_BASE_URL", "https://api.anthropic.com", "Upstream Anthropic API, without `/v1`"
+        "ANTHROPIC_BASE_URL", "https://api.anthropic.com",
+        "Upstream Anthropic API; a trailing `/v1` is dropped with a warning"
     )
     extra_allowed_endpoints: tuple[str, ...] = _setting(
         "EXTRA_ALLOWED_ENDPOINTS", (),
@@ -134,9 +138,21 @@ class Settings:
         "ADMIN_LOCKOUT_SEC", 900.0, "How long an address is locked out of the admin API (and its failures remembered)"
     )
     forwarded_allow_ips: str = _setting(
-        "FORWARDED_ALLOW_IPS", "*",
-        "Proxies whose `X-Forwarded-For` names the client (`*`: any; set your load balancer's address "
-        "when clients can reach poolgate directly)",
+        "FORWARDED_ALLOW_IPS", "",
+        "Proxies whose `X-Forwarded-For` names the client, comma-separated addresses or networks (`*`: any); "
+        "unset: loopback only, or any on a HuggingFace Space or Render, whose proxy is the only way in",
+    )
+    client_header_timeout_sec: float = _setting(
+        "CLIENT_HEADER_TIMEOUT_SEC", 10.0,
+        "Longest a client may take to send a request's headers, from connecting; then the connection is closed",
+    )
+    client_body_timeout_sec: float = _setting(
+        "CLIENT_BODY_TIMEOUT_SEC", 30.0, "Longest a client may pause while sending a request body; then it is closed"
+    )
+    max_connections_per_address: int = _setting(
+        "MAX_CONNECTIONS_PER_ADDRESS", 64,
+        "Most connections one address may hold open to a gateway process (0: no limit); "
+        "trusted proxies (`FORWARDED_ALLOW_IPS`) are not limited",
     )
     server_title: str = _setting(
         "SERVER_TITLE", "", "Title of the status page (unset: the HuggingFace Space or Render service name)"
@@ -151,6 +167,8 @@ class Settings:
     service_info_password: str = _setting(
         "SERVICE_INFO_PASSWORD", "", "Password for the status page and `/status` (unset: public)", secret=True
     )
+    space_id: str = _setting("SPACE_ID", "", "Set by HuggingFace Spaces; tells poolgate it runs behind their proxy")
+    render: bool = _setting("RENDER", False, "Set to `true` by Render; tells poolgate it runs behind their proxy")
     space_author_name: str = _setting("SPACE_AUTHOR_NAME", "", "Set by HuggingFace Spaces; part of the default title")
     space_title: str = _setting("SPACE_TITLE", "", "Set by HuggingFace Spaces; part of the default title")
     render_service_name: str = _setting("RENDER_SERVICE_NAME", "", "Set by Render; the title when nothing else is")
@@ -164,11 +182,29 @@ class Settings:
     def store_is_embedded(self) -> bool:
         return not self.redis_url
 
+    @property
+    def trusted_forwarders(self) -> str:
+        """Whose `X-Forwarded-For` is believed: `FORWARDED_ALLOW_IPS`, else what the platform implies.
+
+        Anyone who reaches poolgate directly could name any address in that header and so dodge
+        per-person limits or put an admin lockout on someone else; only a proxy in front may name
+        the client. HuggingFace Spaces and Render are reached only through their own proxy, whose
+        addresses they do not publish, so there every forwarder is believed.
+        """
+        if self.forwarded_allow_ips:
+            return self.forwarded_allow_ips
+        if self.space_id or self.render:
+            return "*"
+        return "127.0.0.1,::1"
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, env_file: str | None = ".env", notices: list[str] | None = None
+    ) -> Settings:
         """Build settings from `env` (default: the process environment over a `.env` file, if any).
 
-        Raises ConfigError listing every problem, one line each.
+        Raises ConfigError listing every problem, one line each. What was corrected rather than
+        refused (a base URL ending in `/v1`) is appended to `notices`, one line each, for start-up to say.
         """
         if env is None:
             merged: dict[str, str] = {}
@@ -188,6 +224,9 @@ class Settings:
                 values[f.name] = _parse(raw.strip(), f.default)
             except ValueError:
                 problems.append(f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}")
+        for name in ("openai_base_url", "anthropic_base_url"):
+            if name in values:
+                values[name] = _upstream_base(values[name], name.upper(), notices if notices is not None else [])
         settings = cls(**values)
         problems.extend(settings._problems())
         if problems:
@@ -205,21 +244,38 @@ class Settings:
         for name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
             url = getattr(self, name.lower())
             if not url.startswith(("http://", "https://")):
-                problems.append(f"{name}={url!r} must start with http:// or https://")
+                problems.append(f"{name}={_without_credentials(url)!r} must start with http:// or https://")
+        if "@" in self.openai_base_url.partition("://")[2].partition("/")[0]:
+            problems.append(  # OpenAI-format upstreams take the key in Authorization, which basic auth would replace
+                f"OPENAI_BASE_URL={_without_credentials(self.openai_base_url)!r} cannot carry user:password@: "
+                "the key travels in the Authorization header"
+            )
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
         for entry in self.extra_allowed_endpoints:
             provider, _, path = entry.partition(":")
             if provider not in ("openai", "anthropic") or not path.strip("/"):
                 problems.append(f"EXTRA_ALLOWED_ENDPOINTS entry {entry!r} must look like openai:fine_tuning")
+        unknown = [f for f in self.allowed_model_families if f not in _known_families()]
+        if unknown:
+            problems.append(
+                f"ALLOWED_MODEL_FAMILIES names unknown families {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(_known_families())}"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
-        for name in ("PORT", "MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
+        if not 1 <= self.port <= 65535:
+            problems.append(port_problem(f"PORT={self.port}"))
+        for name in ("MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
         for name in ("UPSTREAM_TIMEOUT_SEC", "KEY_COOLDOWN_MAX_SEC", "LEASE_TTL_SEC"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.client_header_timeout_sec <= 0 or self.client_body_timeout_sec <= 0:
+            problems.append("CLIENT_HEADER_TIMEOUT_SEC and CLIENT_BODY_TIMEOUT_SEC must be positive")
+        if self.max_connections_per_address < 0:
+            problems.append("MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or more")
         if self.key_concurrency < 0 or self.user_concurrency_limit < 0 or self.tokens_punishment_factor < 0:
             problems.append("KEY_CONCURRENCY, USER_CONCURRENCY_LIMIT and TOKENS_PUNISHMENT_FACTOR must be 0 or more")
         if self.queue_timeout_sec <= 0 or self.heartbeat_interval_sec <= 0 or self.queue_ticket_ttl_sec <= 0:
@@ -255,6 +311,29 @@ class Settings:
             for f in dataclasses.fields(self)
             if not f.metadata["secret"]
         }
+
+
+def _known_families() -> tuple[str, ...]:
+    return (*known_families("openai"), *known_families("anthropic"))
+
+
+def port_problem(given: str) -> str:
+    return f"{given} is not a port: it must be 1 to 65535"
+
+
+def _upstream_base(url: str, env: str, notices: list[str]) -> str:
+    """The base URL without a trailing `/v1`, which every upstream path already starts with.
+
+    Left in, every call would go to `/v1/v1/...` while the key still looks fine to the pool.
+    """
+    trimmed = url.rstrip("/")
+    if trimmed.lower().endswith("/v1"):
+        trimmed = trimmed[:-3].rstrip("/")
+        notices.append(
+            f"{env}={_without_credentials(url)!r} ends in /v1; poolgate adds /v1 itself, "
+            f"so it uses {_without_credentials(trimmed)!r}"
+        )
+    return trimmed
 
 
 def _without_credentials(value: Any) -> Any:

@@ -2,13 +2,13 @@
 
 The JSON body is parsed a single time to find the model, the model family and
 whether the client wants a stream; it is re-encoded only when it must change
-(OpenAI streams are asked to report usage). Bodies that are not JSON
-(multipart uploads) are relayed as they are.
+(OpenAI streams are asked to report usage, or the model families are
+restricted). Uploads (multipart forms) are relayed as they are; their `model`
+field is read by a real multipart parser.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +17,13 @@ import msgspec
 from catalog.families import DEFAULT_FAMILY, family_of, is_anthropic_model
 from gateway.endpoint_filter import AllowedCall
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
+from gateway.multipart_form import form_models
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-_MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*?\r\n([^\r\n]{1,200})\r\n')
 _USAGE_STREAMING_ENDPOINTS = frozenset({"chat/completions", "completions"})
+_UPLOAD_ENDPOINTS = frozenset({"audio/transcriptions", "audio/translations", "images/edits", "images/variations"})
+_LONGEST_MODEL = 256
 
 
 @dataclass(slots=True)
@@ -39,6 +41,8 @@ class UpstreamCall:
     drop_usage_chunk: bool  # poolgate asked for stream usage; the client did not, so it must not see it
     endpoint: str
     identity: str = ""  # who it is for (set once authenticated): fairness, limits, "people active now"
+    # For a models list while ALLOWED_MODEL_FAMILIES is set: the families the reply may show (see listed_models_only).
+    listed_families: frozenset[str] = frozenset()
 
 
 def validate_request(
@@ -51,41 +55,43 @@ def validate_request(
     by_model: bool,
     proxy_route: str,
     allowed_families: frozenset[str] = frozenset(),
+    content_type: bytes = b"",
 ) -> UpstreamCall:
+    """The call to make upstream, or a GatewayError: 400 for a body or model that cannot be served here,
+    403 for a model of a family this proxy does not serve.
+
+    While families are restricted, a JSON body is re-encoded from what was checked, so upstream
+    cannot read a model poolgate did not (a duplicated `"model"` key, for one).
+    """
     model: str | None = None
     stream = drop_usage_chunk = False
     if allowed.json_body and method == "POST":
         payload = _parse_json_object(body)
-        raw_model = payload.get("model")
-        model = raw_model if isinstance(raw_model, str) else None
+        model = _model_field(payload)
         stream = payload.get("stream") is True
-        if by_model and model and is_anthropic_model(model):
-            raise GatewayError(
-                "invalid_request",
-                f"The model {model!r} is an Anthropic model: send it in Anthropic format to "
-                f"{proxy_route}/anthropic/v1/messages (OpenAI-format calls to Claude are not translated yet).",
-            )
+        changed = bool(allowed_families)
         if stream and provider == OPENAI and allowed.endpoint in _USAGE_STREAMING_ENDPOINTS:
             options = payload.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage") is True):
                 payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-                try:
-                    body = _encode(payload)
-                except RecursionError:
-                    raise _too_deep() from None
-                drop_usage_chunk = True
-    elif method == "POST" and body:
-        found = _MULTIPART_MODEL.search(body[:65536])
-        model = found.group(1).decode("utf-8", "replace").strip() if found else None
+                changed = drop_usage_chunk = True
+        if changed:
+            try:
+                body = _encode(payload)
+            except RecursionError:
+                raise _too_deep() from None
+    elif method == "POST" and allowed.endpoint in _UPLOAD_ENDPOINTS:
+        models = form_models(body, content_type)
+        if len(models) > 1:
+            raise GatewayError("invalid_request", "The form names `model` more than once; name it once.")
+        model = _model_text(models[0]) if models else None
     elif allowed.endpoint == "models/*":
         model = allowed.upstream_path.rsplit("/", 1)[-1]
+    if model is not None:
+        _check_provider(model, provider, by_model=by_model, proxy_route=proxy_route)
     family = family_of(provider, model) if model else DEFAULT_FAMILY[provider]
-    if allowed_families and model and family not in allowed_families:
-        raise GatewayError(
-            "permission",
-            f"Models of the {family} family are not served by this proxy "
-            f"(served: {', '.join(sorted(allowed_families))}).",
-        )
+    if allowed_families:
+        _check_family(model, family, allowed, method, allowed_families)
     return UpstreamCall(
         provider=provider,
         method=method,
@@ -97,7 +103,78 @@ def validate_request(
         stream=stream,
         drop_usage_chunk=drop_usage_chunk,
         endpoint=allowed.endpoint,
+        listed_families=allowed_families if allowed.endpoint == "models" else frozenset(),
     )
+
+
+def _model_field(payload: dict[str, Any]) -> str | None:
+    """The body's `model`: None when absent, else a model name or a 400."""
+    if "model" not in payload:
+        return None
+    raw = payload["model"]
+    if not isinstance(raw, str):
+        raise GatewayError("invalid_request", "`model` must be a string naming a model, like \"gpt-4o-mini\".")
+    return _model_text(raw)
+
+
+def _model_text(raw: str) -> str:
+    model = raw.strip()
+    if not model:
+        raise GatewayError("invalid_request", "`model` is empty: name the model to use.")
+    if len(model) > _LONGEST_MODEL:
+        raise GatewayError("invalid_request", "`model` is too long to be a model name.")
+    return model
+
+
+def _check_provider(model: str, provider: str, *, by_model: bool, proxy_route: str) -> None:
+    """A model of the other provider cannot be sent on this route (until translation exists)."""
+    if provider == OPENAI and is_anthropic_model(model):
+        raise GatewayError(
+            "invalid_request",
+            f"The model {model!r} is an Anthropic model: send it in Anthropic format to "
+            f"{proxy_route}/anthropic/v1/messages (OpenAI-format calls to Claude are not translated yet).",
+        )
+    if provider == ANTHROPIC and family_of(OPENAI, model) != DEFAULT_FAMILY[OPENAI]:
+        raise GatewayError(
+            "invalid_request",
+            f"The model {model!r} is an OpenAI model: send it in OpenAI format to /v1/chat/completions "
+            f"or {proxy_route}/openai/v1/chat/completions (Anthropic-format calls to it are not translated).",
+        )
+
+
+def _check_family(
+    model: str | None, family: str, allowed: AllowedCall, method: str, allowed_families: frozenset[str]
+) -> None:
+    """ALLOWED_MODEL_FAMILIES: a call that would use a model must name one of a served family."""
+    served = ", ".join(sorted(allowed_families))
+    if model is None:
+        if method == "POST" and not allowed.endpoint.startswith("extra:"):
+            # upstream would pick a default model, of a family nobody checked
+            raise GatewayError("invalid_request", f"Name the `model`: this proxy serves only these families: {served}.")
+        return
+    if family not in allowed_families:
+        raise GatewayError(
+            "permission", f"Models of the {family} family are not served by this proxy (served: {served})."
+        )
+
+
+def listed_models_only(body: bytes, provider: str, families: frozenset[str]) -> bytes:
+    """A models list (either provider's shape) with the models of other families left out."""
+    try:
+        listing = _decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return body  # not a list poolgate understands; an error body has no models in it
+    if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+        return body
+    kept = [
+        m for m in listing["data"]
+        if isinstance(m, dict) and isinstance(m.get("id"), str) and family_of(provider, m["id"]) in families
+    ]
+    listing["data"] = kept
+    if "first_id" in listing:  # Anthropic's pagination cursors follow what is shown
+        listing["first_id"] = kept[0]["id"] if kept else None
+        listing["last_id"] = kept[-1]["id"] if kept else None
+    return _encode(listing)
 
 
 def _parse_json_object(body: bytes) -> dict[str, Any]:

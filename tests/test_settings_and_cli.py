@@ -75,13 +75,13 @@ def test_public_view_never_contains_a_secret():
     settings = Settings.from_env(
         {"OPENAI_KEY": "sk-hidden-1", "PROXY_KEY": "pw-hidden", "GATEKEEPER": "proxy_key", "ADMIN_KEY": "adm-hidden",
          "REDIS_URL": "redis://:pw-redis@localhost:6379",
-         "OPENAI_BASE_URL": "https://user:pw-in-url@llm.example.com"},
+         "ANTHROPIC_BASE_URL": "https://user:pw-in-url@llm.example.com"},
         env_file=None,
     )
     shown = repr(settings.public_view())
     for secret in ("sk-hidden-1", "pw-hidden", "adm-hidden", "pw-redis", "pw-in-url"):
         assert secret not in shown
-    assert settings.public_view()["openai_base_url"] == "https://llm.example.com"
+    assert settings.public_view()["anthropic_base_url"] == "https://llm.example.com"
 
 
 def test_readme_configuration_table_matches_the_settings():

@@ -109,6 +109,8 @@ def build_status(
     base = (settings.public_url or base_url).rstrip("/")
     keys = [{**k, "state": _effective_state(k, now)} for k in snap.keys]
     families = _families(snap, keys)
+    if settings.allowed_model_families:  # families this proxy does not serve are not advertised either
+        families = {name: f for name, f in families.items() if name in settings.allowed_model_families}
     totals = snap.totals
     return {
         "title": page_title(settings),
