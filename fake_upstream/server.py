@@ -23,8 +23,7 @@ import msgspec
 from .anthropic_api import answer_anthropic
 from .behaviour import KeyGate
 from .exchange import AnyReply, MockRequest, Reply, StreamReply, json_reply
-from .openai_api import answer_openai
-from .openai_endpoints import OPENAI_ONLY_PATHS
+from .openai_api import OPENAI_ONLY_PATHS, answer_openai
 
 MAX_RECORDED = 10_000
 
