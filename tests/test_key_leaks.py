@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+import checks_support
 import httpx
 import pytest
 
@@ -81,6 +82,27 @@ def test_the_leak_check_finds_every_form_the_echoing_upstream_writes() -> None:
     for name, form in echoed_forms(key).items():
         assert leaks_of(f'{{"echo": "{form}"}}', key), f"the check misses the {name} form"
     assert leaks_of('{"fine": "sk-...-oai"}', key) == []
+
+
+def test_the_echoing_upstream_really_leaks_in_every_channel(upstream: Any) -> None:
+    """Without poolgate in between, the key is everywhere: the tests below would otherwise prove nothing."""
+    key = "sk-echokey-serves" + OPENAI_TAIL
+    auth = {"authorization": f"Bearer {key}"}
+    whole = httpx.post(upstream.url + "/v1/chat/completions", headers=auth,
+                       json={"model": "gpt-4o", "messages": CHAT})
+    stream = httpx.post(upstream.url + "/v1/chat/completions", headers=auth,
+                        json={"model": "gpt-4o", "messages": CHAT, "stream": True})
+    refused = httpx.post(upstream.url + "/v1/chat/completions", headers=auth, json={"model": "gpt-4o"})
+    moved = httpx.get(upstream.url + "/v1/models", headers={"authorization": "Bearer sk-redirect" + OPENAI_TAIL})
+
+    assert key in whole.headers["x-request-id"] and key in whole.headers["x-echo-key"]
+    for name, form in echoed_forms(key).items():
+        assert f'"{name}":"{form}"' in whole.text, f"the {name} form is in the body as written"
+    mid_stream = [event for event in stream.text.split("\n\n") if '"error"' in event]
+    assert len(mid_stream) == 1 and leaks_of(mid_stream[0], key)
+    assert not stream.text.split("\n\n")[-2].startswith('data: {"error"'), "the error event is mid-stream"
+    assert refused.status_code == 400 and key in refused.json()["error"]["message"]
+    assert moved.status_code == 302 and leaks_of(moved.headers["location"], "sk-redirect" + OPENAI_TAIL)
 
 
 @dataclass
@@ -200,3 +222,33 @@ def test_a_served_reply_still_arrives_whole_once_scrubbed(start_gateway: Any, up
     errors = [p["error"] for p in payloads if "error" in p]
     assert errors == [{"message": "Upstream hiccup for API key ***", "type": "server_error", "code": None,
                        "echo": "***"}]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_key_checks_against_an_echoing_upstream_never_show_the_key(
+    start_gateway: Any, upstream: Any, captured_logs: CapturedLogs, provider: str
+) -> None:
+    """Checks read upstream's replies too (models lists, refusals); what they record is poolgate's own words."""
+    prefix = "sk-" if provider == "openai" else "sk-ant-"
+    tail = OPENAI_TAIL if provider == "openai" else ANTHROPIC_TAIL
+    # distinct last four characters: the admin API shows a key by them
+    good, revoked = f"{prefix}echokey-serves{tail}-Srv1", f"{prefix}echokey-revoked{tail}-Rvk2"
+    env_name = "OPENAI_KEY" if provider == "openai" else "ANTHROPIC_KEY"
+    gateway = start_gateway(**{env_name: f"{good},{revoked}", "ADMIN_KEY": checks_support.ADMIN_KEY,
+                               "CHECK_KEYS": "true"})
+    worker_output: list[str] = []
+
+    checks_support.run_checks(
+        gateway, lambda: checks_support.key_view(gateway, revoked)["status"] == "revoked"
+        and checks_support.key_view(gateway, good)["last_check"], "both keys to be checked", worker_output)
+
+    assert {r["key"] for r in upstream.requests} == {good, revoked}
+    seen = Seen()
+    for view in checks_support.listed_keys(gateway):
+        seen.add(f"admin key {view['id']}", checks_support.admin(gateway, "GET", f"/keys/{view['id']}"))
+    seen.add("status page", httpx.get(gateway.url + "/"))
+    seen.add("status JSON", httpx.get(gateway.url + "/status"))
+    seen.texts["logs"] = "\n".join(captured_logs.lines)
+    seen.texts["worker output"] = "\n".join(worker_output)
+    for key in (good, revoked):
+        seen.assert_no_leak(key)
