@@ -26,12 +26,10 @@ from .exchange import (
     new_id,
     parse_json_object,
     sse_data,
-    sse_event,
 )
 from .fake_text import (
     completion_text,
     completion_tokens,
-    count_message_tokens,
     count_text_tokens,
     output_length,
 )
@@ -258,93 +256,12 @@ def _moderations(request: MockRequest, output_tokens: int) -> Reply:
     )
 
 
-def _responses(request: MockRequest, output_tokens: int) -> AnyReply:
-    body = json_body(request, "model")
-    stream = body.get("stream") is True
-    count, capped = output_length(output_tokens, body.get("max_output_tokens"))
-    input_tokens = count_text_tokens(body.get("instructions")) + count_message_tokens(
-        body.get("input", []), per_message=4, priming=3
-    )
-    usage = {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": count,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + count,
-    }
-    text = completion_text(count)
-    item_id = new_id("msg_")
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    item = {
-        "id": item_id,
-        "type": "message",
-        "status": "incomplete" if capped else "completed",
-        "role": "assistant",
-        "content": [part],
-    }
-    response: dict[str, Any] = {
-        "id": new_id("resp_"),
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": "incomplete" if capped else "completed",
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if capped else None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "model": str(body["model"]),
-        "output": [item],
-        "parallel_tool_calls": True,
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None},
-        "store": body.get("store", True),
-        "temperature": 1.0,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": 1.0,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": None,
-        "metadata": body.get("metadata") or {},
-    }
-    if not stream:
-        return json_reply(200, response)
-    sequence = iter(range(1_000_000))
-
-    def event(name: str, **fields: Any) -> bytes:
-        return sse_event(name, {"type": name, "sequence_number": next(sequence), **fields})
-
-    started = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
-    position = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    opening = [
-        event("response.created", response=started),
-        event("response.in_progress", response=started),
-        event(
-            "response.output_item.added",
-            output_index=0,
-            item={**item, "status": "in_progress", "content": []},
-        ),
-        event("response.content_part.added", **position, part={**part, "text": ""}),
-    ]
-    tokens = [
-        event("response.output_text.delta", **position, delta=t, logprobs=[])
-        for t in completion_tokens(count)
-    ]
-    closing = [
-        event("response.output_text.done", **position, text=text, logprobs=[]),
-        event("response.content_part.done", **position, part=part),
-        event("response.output_item.done", output_index=0, item=item),
-        event("response.incomplete" if capped else "response.completed", response=response),
-    ]
-    return StreamReply(opening=opening, tokens=tokens, closing=closing)
-
-
-# Chat completions, with tools and structured output, live in `openai_chat`; `openai_api` joins the tables.
+# Chat completions and responses, with tools and structured output, live in `openai_chat` and
+# `openai_responses`; `openai_api` joins the tables.
 ENDPOINTS: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/models"): _list_models,
     ("GET", "/v1/organizations"): _organizations,
     ("POST", "/v1/completions"): _completions,
     ("POST", "/v1/embeddings"): _embeddings,
     ("POST", "/v1/moderations"): _moderations,
-    ("POST", "/v1/responses"): _responses,
 }

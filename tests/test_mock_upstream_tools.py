@@ -348,3 +348,48 @@ def test_anthropic_output_format_is_honoured_whole_and_streamed(mock_upstream: M
     assert isinstance(parsed.parsed_output, Person)
     assert isinstance(streamed.parsed_output, Person)
     assert streamed.parsed_output.age == parsed.parsed_output.age
+
+
+# --- OpenAI Responses API -------------------------------------------------------------
+
+RESPONSES_WEATHER_TOOL: Any = {"type": "function", "name": "get_weather",
+                               "parameters": WEATHER_TOOL["function"]["parameters"], "strict": True}
+
+
+def test_responses_forced_function_call_whole_and_streamed(mock_upstream: MockUpstreamHandle) -> None:
+    client = openai_client(mock_upstream)
+    choice: Any = {"type": "function", "name": "get_weather"}
+    whole = client.responses.create(model="gpt-4.1", input="hi", tools=[RESPONSES_WEATHER_TOOL], tool_choice=choice)
+    with client.responses.stream(model="gpt-4.1", input="hi", tools=[RESPONSES_WEATHER_TOOL],
+                                 tool_choice=choice) as stream:
+        kinds = [event.type for event in stream]
+        streamed = stream.get_final_response()
+
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds.count("response.function_call_arguments.delta") > 2
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done",
+                          "response.completed"]
+    for response in (whole, streamed):
+        (item,) = response.output
+        assert item.type == "function_call" and item.name == "get_weather" and item.call_id.startswith("call_")
+        jsonschema.validate(json.loads(item.arguments), RESPONSES_WEATHER_TOOL["parameters"])
+
+
+def test_responses_function_output_gets_text_back(mock_upstream: MockUpstreamHandle) -> None:
+    response = openai_client(mock_upstream).responses.create(
+        model="gpt-4.1", tools=[RESPONSES_WEATHER_TOOL],
+        input=[{"role": "user", "content": "call get_weather"},
+               {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}],
+    )
+
+    assert [item.type for item in response.output] == ["message"] and response.output_text
+
+
+def test_responses_text_format_json_schema_is_honoured_whole_and_streamed(mock_upstream: MockUpstreamHandle) -> None:
+    client = openai_client(mock_upstream)
+    whole = client.responses.parse(model="gpt-4o", input="Who?", text_format=Person)
+    with client.responses.stream(model="gpt-4o", input="Who?", text_format=Person) as stream:
+        streamed = stream.get_final_response()
+
+    assert isinstance(whole.output_parsed, Person) and isinstance(streamed.output_parsed, Person)
+    assert whole.output_parsed == streamed.output_parsed

@@ -127,3 +127,18 @@ def test_anthropic_structured_output_is_parsed_whole_and_streamed(gateway: Any, 
 
     for parsed in (whole.parsed_output, streamed.parsed_output):
         assert isinstance(parsed, Person) and isinstance(parsed.age, int)
+
+
+def test_responses_api_function_call_and_structured_output_through_poolgate(gateway: Any, upstream: Any) -> None:
+    client = openai_client(gateway)
+    tool: Any = {"type": "function", "name": "GetWeather", "parameters": GetWeather.model_json_schema()}
+    with client.responses.stream(model="gpt-4.1", input="Use GetWeather for Paris", tools=[tool]) as stream:
+        called = stream.get_final_response()
+    assert sent_body(upstream)["tools"] == [tool]
+    with client.responses.stream(model="gpt-4o", input="Who?", text_format=Person) as stream:
+        structured = stream.get_final_response()
+
+    (item,) = called.output
+    assert item.type == "function_call" and item.name == "GetWeather"
+    assert GetWeather.model_validate_json(item.arguments).city
+    assert isinstance(structured.output_parsed, Person)
