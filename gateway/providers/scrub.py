@@ -27,13 +27,15 @@ _MIN_BASE64_CHARS = 16
 class SecretScrubber:
     """Replaces one key, in every form it may take in upstream's text, with `***`."""
 
-    __slots__ = ("_escaped", "_masked", "_plain", "_secret")
+    __slots__ = ("_escaped", "_masked", "_plain", "_secret", "_shortest")
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
         # The whole key first; then encodings of it that contain no escape marker.
         plain = [self._secret, *_base64_forms(self._secret)]
         self._plain = tuple(dict.fromkeys(form for form in plain if form))
+        # Nothing shorter than this can hold any form (an escaped key is longer than the key).
+        self._shortest = min((len(form) for form in self._plain), default=0)
         self._escaped = _escaped_pattern(self._secret)
         # The masked forms providers write in their own errors (`sk-proj-****abcd`, `...abcd`).
         masked = (f"...{secret[-4:]}".encode(), self._secret[:8])
@@ -41,7 +43,7 @@ class SecretScrubber:
 
     def scrub(self, data: bytes) -> bytes:
         """`data` with every form of the key replaced; the same object when it held none."""
-        if not self._secret:
+        if not self._secret or len(data) < self._shortest:  # most header values
             return data
         for form in self._plain:
             if form in data:
