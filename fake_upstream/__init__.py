@@ -4,7 +4,8 @@ It answers like the real APIs (shapes, status codes, error bodies, rate-limit
 headers, SSE framing), records every request it receives, and misbehaves on
 request: a key's text picks its behaviour, e.g. `revoked`, `forbidden`,
 `noquota`, `ratelimited`, `rpm3`, `fail500`, `overloaded`, `delay200`
-(see `behaviour.py`); `orgs2`, `nogpt4`, `noopus` shape the key's account
+(see `behaviour.py`); `echokey` and `redirect` hand the key back
+in every channel a reply has (`leaks.py`); `orgs2`, `nogpt4`, `noopus` shape the key's account
 (`accounts.py`). `POST /_mock/keys/{key}/revive` makes a refused key good again.
 """
 

@@ -7,6 +7,7 @@ including its quirks: an exhausted balance is a 400 (not a 429), overload is
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -29,12 +30,14 @@ from .exchange import (
     sse_event,
 )
 from .fake_text import (
-    completion_text,
     completion_tokens,
     count_message_tokens,
     count_text_tokens,
     output_length,
 )
+from .models import anthropic_knows
+from .schema_instance import instance_of
+from .tool_calls import Tool, choose_tool_call, fragments, json_of, last_prompt
 
 MODELS: tuple[tuple[str, str, str], ...] = (
     ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
@@ -173,7 +176,7 @@ def _json_body(request: MockRequest, *required: str) -> dict[str, Any]:
         if body.get(name) is None:
             raise EndpointError(f"{name}: Field required")
     model = body.get("model")
-    if isinstance(model, str) and not may_use_model(request.key, model):
+    if isinstance(model, str) and not (anthropic_knows(model) and may_use_model(request.key, model)):
         raise EndpointError(f"model: {model}", 404, "not_found_error")
     return body
 
@@ -189,11 +192,10 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
     max_tokens = body["max_tokens"]
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise EndpointError("max_tokens: Input should be greater than or equal to 1")
-    count, capped = output_length(output_tokens, max_tokens)
-    stop_reason = "max_tokens" if capped else "end_turn"
-    input_tokens = _input_tokens(body)
+    blocks, stop_reason = _decide(body, output_tokens, max_tokens)
+    count = sum(len(pieces) for _, pieces in blocks)
     usage = {
-        "input_tokens": input_tokens,
+        "input_tokens": _input_tokens(body),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "output_tokens": count,
@@ -204,7 +206,7 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
         "type": "message",
         "role": "assistant",
         "model": str(body["model"]),
-        "content": [{"type": "text", "text": completion_text(count)}],
+        "content": [_whole(block, pieces) for block, pieces in blocks],
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": usage,
@@ -212,23 +214,20 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
     if body.get("stream") is not True:
         return json_reply(200, message)
     started = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    opening = [
-        sse_event("message_start", {"type": "message_start", "message": started}),
-        sse_event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        ),
-        sse_event("ping", {"type": "ping"}),
-    ]
-    tokens = [
-        sse_event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token}},
+    events = [sse_event("message_start", {"type": "message_start", "message": started})]
+    for index, (block, pieces) in enumerate(blocks):
+        events.append(sse_event("content_block_start",
+                                {"type": "content_block_start", "index": index, "content_block": block}))
+        if index == 0:
+            events.append(sse_event("ping", {"type": "ping"}))
+        kind, field = ("text_delta", "text") if block["type"] == "text" else ("input_json_delta", "partial_json")
+        events.extend(
+            sse_event("content_block_delta",
+                      {"type": "content_block_delta", "index": index, "delta": {"type": kind, field: piece}})
+            for piece in pieces
         )
-        for token in completion_tokens(count)
-    ]
+        events.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
     closing = [
-        sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
         sse_event(
             "message_delta",
             {
@@ -239,7 +238,76 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
         ),
         sse_event("message_stop", {"type": "message_stop"}),
     ]
-    return StreamReply(opening=opening, tokens=tokens, closing=closing)
+    # Only the deltas are paced; the first block's opening and the last block's end go out at once.
+    return StreamReply(opening=events[:3], tokens=events[3:-1], closing=[events[-1], *closing])
+
+
+# A block as it opens in a stream (tool input `{}`, text empty), and the pieces streamed into it.
+_Block = tuple[dict[str, Any], tuple[str, ...]]
+
+
+def _decide(body: dict[str, Any], output_tokens: int, max_tokens: int) -> tuple[list[_Block], str]:
+    """What the "model" says: a tool call when forced or named, JSON for an output format, else words."""
+    tools = _tools(body.get("tools"))
+    mode, forced = _tool_choice(body.get("tool_choice"))
+    call = choose_tool_call(tools, mode, forced, last_prompt(body["messages"], tool_result_roles=frozenset()))
+    if call is not None:
+        use = {"type": "tool_use", "id": new_id("toolu_"), "name": call.name, "input": {}}
+        blocks: list[_Block] = [(use, ("", *fragments(call.arguments)))]
+        if not call.forced and mode == "auto":  # unforced, Claude says what it is about to do first
+            blocks.insert(0, ({"type": "text", "text": ""}, completion_tokens(3)))
+        return blocks, "tool_use"
+    structured = _structured_text(body)
+    if structured is not None:
+        return [({"type": "text", "text": ""}, tuple(fragments(structured)))], "end_turn"
+    count, capped = output_length(output_tokens, max_tokens)
+    return [({"type": "text", "text": ""}, completion_tokens(count))], "max_tokens" if capped else "end_turn"
+
+
+def _whole(block: dict[str, Any], pieces: tuple[str, ...]) -> dict[str, Any]:
+    """A block as a whole reply carries it: text joined, tool input parsed."""
+    joined = "".join(pieces)
+    if block["type"] == "text":
+        return {"type": "text", "text": joined}
+    return {**block, "input": json.loads(joined)}
+
+
+def _tools(value: Any) -> list[Tool]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise EndpointError("tools: Input should be a valid list")
+    tools = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise EndpointError(f"tools.{index}.name: Field required")
+        schema = entry.get("input_schema")
+        if isinstance(schema, dict):  # server tools (web search...) have none and are not the mock's to run
+            tools.append(Tool(entry["name"], schema))
+    return tools
+
+
+def _tool_choice(value: Any) -> tuple[str, str | None]:
+    if value is None:
+        return "auto", None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in ("auto", "any", "tool", "none"):
+        raise EndpointError("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    name = value.get("name")
+    if kind == "tool" and not isinstance(name, str):
+        raise EndpointError("tool_choice.tool.name: Field required")
+    return kind, name if kind == "tool" else None
+
+
+def _structured_text(body: dict[str, Any]) -> str | None:
+    """JSON fitting `output_config.format` (or the beta's `output_format`), or None for plain text."""
+    config = body.get("output_config")
+    spec = config.get("format") if isinstance(config, dict) else body.get("output_format")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema" or not isinstance(spec.get("schema"), dict):
+        raise EndpointError("output_config.format: a json_schema format needs its schema")
+    return json_of(instance_of(spec["schema"]))
 
 
 def _count_tokens(request: MockRequest, output_tokens: int) -> Reply:

@@ -8,6 +8,7 @@ tell these keys from real ones that misbehave the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import re
@@ -48,6 +49,8 @@ class KeyBehaviour:
     always_rate_limited: bool
     rpm: int  # requests per rolling minute; 0 = unlimited
     delay_ms: float
+    echoes_key: bool = False  # `echokey`: the key comes back in every channel (`leaks.py`)
+    redirects: bool = False  # `redirect`: every request is answered with a 302 carrying the key
 
 
 @lru_cache(maxsize=4096)
@@ -62,6 +65,8 @@ def behaviour_for_key(key: str, default_rpm: int) -> KeyBehaviour:
         always_rate_limited="ratelimited" in text,
         rpm=int(rpm_match.group(1)) if rpm_match else default_rpm,
         delay_ms=float(delay_match.group(1)) if delay_match else 0.0,
+        echoes_key="echokey" in text,
+        redirects="redirect" in text,
     )
 
 
@@ -153,10 +158,10 @@ class KeyGate:
     def behaviour(self, key: str) -> KeyBehaviour:
         behaviour = behaviour_for_key(key, self.default_rpm)
         if key in self._revoked:  # its owner revoked it while it was in use
-            return KeyBehaviour(Refusal.REVOKED, False, behaviour.rpm, behaviour.delay_ms)
+            return dataclasses.replace(behaviour, refusal=Refusal.REVOKED, always_rate_limited=False)
         if key in self._revived:
             # Its owner fixed billing or un-revoked it: no refusal any more, limits and latency as before.
-            return KeyBehaviour(None, False, behaviour.rpm, behaviour.delay_ms)
+            return dataclasses.replace(behaviour, refusal=None, always_rate_limited=False, redirects=False)
         return behaviour
 
     def revive(self, key: str) -> None:

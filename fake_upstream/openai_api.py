@@ -14,8 +14,17 @@ import time
 
 from .accounts import ORGANIZATION, belongs_to
 from .behaviour import KeyGate, RateStatus, Refusal
-from .exchange import AnyReply, MockRequest, NotJsonObject, Reply, find_handler, new_id, parse_json_object
-from .openai_endpoints import ROUTES, InvalidRequest, error_reply, retrieve_model
+from .exchange import AnyReply, Handler, MockRequest, NotJsonObject, Reply, find_handler, new_id, parse_json_object
+from .openai_chat import chat_completions
+from .openai_endpoints import ENDPOINTS, InvalidRequest, error_reply, retrieve_model
+from .openai_responses import responses
+
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "/v1/chat/completions"): chat_completions,
+    ("POST", "/v1/responses"): responses,
+    **ENDPOINTS,
+}
+OPENAI_ONLY_PATHS = frozenset(path for _, path in ROUTES if path != "/v1/models")
 
 _NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "

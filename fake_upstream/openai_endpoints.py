@@ -26,15 +26,14 @@ from .exchange import (
     new_id,
     parse_json_object,
     sse_data,
-    sse_event,
 )
 from .fake_text import (
     completion_text,
     completion_tokens,
-    count_message_tokens,
     count_text_tokens,
     output_length,
 )
+from .models import openai_knows
 
 MODELS: tuple[tuple[str, int, str], ...] = (
     ("gpt-5", 1754425777, "system"),
@@ -114,14 +113,14 @@ def json_body(request: MockRequest, *required: str) -> dict[str, Any]:
         if body.get(name) is None:
             raise InvalidRequest(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
     model = body.get("model")
-    if isinstance(model, str) and not may_use_model(request.key, model):
+    if isinstance(model, str) and not (openai_knows(model) and may_use_model(request.key, model)):
         raise InvalidRequest(
             f"The model `{model}` does not exist or you do not have access to it.", None, "model_not_found", 404
         )
     return body
 
 
-def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
+def stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
     """Whether to stream, and whether the stream ends with a usage chunk."""
     stream = body.get("stream") is True
     options = body.get("stream_options")
@@ -133,7 +132,7 @@ def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, include_usage
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def usage_of(prompt: int, completion: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -158,48 +157,7 @@ def retrieve_model(request: MockRequest, output_tokens: int) -> Reply:
     return json_reply(200, model)
 
 
-def _chat_completions(request: MockRequest, output_tokens: int) -> AnyReply:
-    body = json_body(request, "model", "messages")
-    stream, include_usage = _stream_options(body)
-    cap = body.get("max_completion_tokens", body.get("max_tokens"))
-    count, capped = output_length(output_tokens, cap)
-    finish = "length" if capped else "stop"
-    model = str(body["model"])
-    usage = _usage(count_message_tokens(body["messages"], per_message=4, priming=3), count)
-    completion: dict[str, Any] = {
-        "id": new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "service_tier": "default",
-        "system_fingerprint": SYSTEM_FINGERPRINT,
-    }
-    if not stream:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": completion_text(count),
-            "refusal": None,
-            "annotations": [],
-        }
-        completion["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
-        completion["usage"] = usage
-        return json_reply(200, completion)
-    frame = {**completion, "object": "chat.completion.chunk"}
-    if include_usage:
-        frame["usage"] = None
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return sse_data({**frame, "choices": [choice]})
-
-    return StreamReply(
-        opening=[chunk({"role": "assistant", "content": "", "refusal": None})],
-        tokens=[chunk({"content": token}) for token in completion_tokens(count)],
-        closing=_closing_events(chunk({}, finish), frame, usage if include_usage else None),
-    )
-
-
-def _closing_events(
+def closing_events(
     finishing_chunk: bytes, frame: dict[str, Any], usage: dict[str, Any] | None
 ) -> list[bytes]:
     """The end of an OpenAI stream: the finishing chunk, the usage chunk when asked for, `[DONE]`."""
@@ -212,10 +170,10 @@ def _closing_events(
 
 def _completions(request: MockRequest, output_tokens: int) -> AnyReply:
     body = json_body(request, "model")
-    stream, include_usage = _stream_options(body)
+    stream, include_usage = stream_options(body)
     count, capped = output_length(output_tokens, body.get("max_tokens", 16))
     finish = "length" if capped else "stop"
-    usage = _usage(max(1, count_text_tokens(body.get("prompt", ""))), count)
+    usage = usage_of(max(1, count_text_tokens(body.get("prompt", ""))), count)
     frame: dict[str, Any] = {
         "id": new_id("cmpl-"),
         "object": "text_completion",
@@ -236,7 +194,7 @@ def _completions(request: MockRequest, output_tokens: int) -> AnyReply:
     return StreamReply(
         opening=[],
         tokens=[chunk(token) for token in completion_tokens(count)],
-        closing=_closing_events(chunk("", finish), frame, usage if include_usage else None),
+        closing=closing_events(chunk("", finish), frame, usage if include_usage else None),
     )
 
 
@@ -298,95 +256,12 @@ def _moderations(request: MockRequest, output_tokens: int) -> Reply:
     )
 
 
-def _responses(request: MockRequest, output_tokens: int) -> AnyReply:
-    body = json_body(request, "model")
-    stream = body.get("stream") is True
-    count, capped = output_length(output_tokens, body.get("max_output_tokens"))
-    input_tokens = count_text_tokens(body.get("instructions")) + count_message_tokens(
-        body.get("input", []), per_message=4, priming=3
-    )
-    usage = {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": count,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + count,
-    }
-    text = completion_text(count)
-    item_id = new_id("msg_")
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    item = {
-        "id": item_id,
-        "type": "message",
-        "status": "incomplete" if capped else "completed",
-        "role": "assistant",
-        "content": [part],
-    }
-    response: dict[str, Any] = {
-        "id": new_id("resp_"),
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": "incomplete" if capped else "completed",
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if capped else None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "model": str(body["model"]),
-        "output": [item],
-        "parallel_tool_calls": True,
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None},
-        "store": body.get("store", True),
-        "temperature": 1.0,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": 1.0,
-        "truncation": "disabled",
-        "usage": usage,
-        "user": None,
-        "metadata": body.get("metadata") or {},
-    }
-    if not stream:
-        return json_reply(200, response)
-    sequence = iter(range(1_000_000))
-
-    def event(name: str, **fields: Any) -> bytes:
-        return sse_event(name, {"type": name, "sequence_number": next(sequence), **fields})
-
-    started = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
-    position = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    opening = [
-        event("response.created", response=started),
-        event("response.in_progress", response=started),
-        event(
-            "response.output_item.added",
-            output_index=0,
-            item={**item, "status": "in_progress", "content": []},
-        ),
-        event("response.content_part.added", **position, part={**part, "text": ""}),
-    ]
-    tokens = [
-        event("response.output_text.delta", **position, delta=t, logprobs=[])
-        for t in completion_tokens(count)
-    ]
-    closing = [
-        event("response.output_text.done", **position, text=text, logprobs=[]),
-        event("response.content_part.done", **position, part=part),
-        event("response.output_item.done", output_index=0, item=item),
-        event("response.incomplete" if capped else "response.completed", response=response),
-    ]
-    return StreamReply(opening=opening, tokens=tokens, closing=closing)
-
-
-ROUTES: dict[tuple[str, str], Handler] = {
+# Chat completions and responses, with tools and structured output, live in `openai_chat` and
+# `openai_responses`; `openai_api` joins the tables.
+ENDPOINTS: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/models"): _list_models,
     ("GET", "/v1/organizations"): _organizations,
-    ("POST", "/v1/chat/completions"): _chat_completions,
     ("POST", "/v1/completions"): _completions,
     ("POST", "/v1/embeddings"): _embeddings,
     ("POST", "/v1/moderations"): _moderations,
-    ("POST", "/v1/responses"): _responses,
 }
-
-OPENAI_ONLY_PATHS = frozenset(path for _, path in ROUTES if path != "/v1/models")

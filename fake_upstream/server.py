@@ -23,8 +23,8 @@ import msgspec
 from .anthropic_api import answer_anthropic
 from .behaviour import KeyGate
 from .exchange import AnyReply, MockRequest, Reply, StreamReply, json_reply
-from .openai_api import answer_openai
-from .openai_endpoints import OPENAI_ONLY_PATHS
+from .leaks import leak_key, redirect_reply
+from .openai_api import OPENAI_ONLY_PATHS, answer_openai
 
 MAX_RECORDED = 10_000
 
@@ -114,12 +114,19 @@ class MockUpstream:
         if request.path.startswith("/_mock/"):
             return self._answer_control(request), 0.0
         delay_ms = self.latency_ms
-        if request.key is not None:
-            delay_ms += self._gate.behaviour(request.key).delay_ms
-        if _speaks_anthropic(request):
+        behaviour = None if request.key is None else self._gate.behaviour(request.key)
+        if behaviour is not None:
+            delay_ms += behaviour.delay_ms
+        anthropic = _speaks_anthropic(request)
+        reply: AnyReply
+        if behaviour is not None and behaviour.redirects:
+            reply = redirect_reply(request.key or "")
+        elif anthropic:
             reply = answer_anthropic(request, self._gate, self.output_tokens)
         else:
             reply = answer_openai(request, self._gate, self.output_tokens)
+        if behaviour is not None and behaviour.echoes_key:
+            reply = leak_key(reply, request.key or "", anthropic=anthropic)
         return reply, delay_ms / 1000.0
 
     def record(self, request: MockRequest, started_at: float) -> RecordedRequest | None:

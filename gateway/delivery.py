@@ -18,7 +18,7 @@ import httpx
 
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
-from gateway.providers.base import Provider
+from gateway.providers import Provider, scrubber_for
 from gateway.relay import UpstreamReply, close_quietly
 from gateway.sse import EventFramer
 from gateway.upstream_client import read_body
@@ -32,7 +32,7 @@ Send = Any
 
 async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
                         send: Send) -> None:
-    """A non-streaming reply: relayed byte-exact, then its usage is recorded."""
+    """A non-streaming reply: relayed byte-exact but for any form of the key, then its usage is recorded."""
     assert reply.response is not None
     try:
         body = await read_body(reply.response)
@@ -43,7 +43,7 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
         await close_quietly(reply.response)
     if call.listed_families and reply.status == 200:  # ALLOWED_MODEL_FAMILIES: a models list shows only those
         body = listed_models_only(body, call.provider, call.listed_families)
-    await _send_complete(send, reply.status, reply.headers, body)
+    await _send_complete(send, reply.status, reply.headers, scrubber_for(reply.lease.secret).scrub(body))
     await _settle(reply, call, provider.usage_from_body(body))
 
 
@@ -66,6 +66,7 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
     send = link.send
     reader = provider.stream_reader(call.drop_usage_chunk)
     framer = EventFramer()
+    scrub = scrubber_for(reply.lease.secret).scrub  # an event may echo the key, mid-stream as much as at the end
     try:
         if link.started:
             waited = f": poolgate: waited {reply.waited_ms} ms for a key\n\n".encode()
@@ -77,10 +78,10 @@ async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provi
             async for chunk in reply.response.aiter_raw():
                 events = [event for event in framer.feed(chunk) if reader.read(event)]
                 if events:
-                    await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+                    await send({"type": "http.response.body", "body": scrub(b"".join(events)), "more_body": True})
         except httpx.HTTPError as exc:  # upstream broke off mid-stream: end ours where theirs ended
             log.warning("upstream %s stream broke off: %s", call.provider, type(exc).__name__)
-        tail = framer.flush()
+        tail = scrub(framer.flush())
         await send({"type": "http.response.body", "body": tail, "more_body": False})
     finally:
         # Runs on completion, on upstream failure and on cancellation by a client hang-up alike.

@@ -7,7 +7,8 @@ keeping its place, for the next key that can serve it; 5xx answers and broken
 connections are retried with backoff.
 The client sees none of it unless every attempt fails. What reaches the
 client is the upstream reply as it came — streams event by event — with only
-safe headers and never a key.
+allow-listed headers and never a key (`gateway.providers.scrub`). A redirect
+is not followed and never passed on: it counts as upstream failing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx
 
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
-from gateway.providers import KeyVerdict, Provider, scrub_secret
+from gateway.providers import KeyVerdict, Provider, scrub_secret, scrubber_for
 from gateway.settlement import LeaseHold
 from gateway.upstream_client import UpstreamClient, read_body
 from gateway.validation import UpstreamCall
@@ -34,9 +35,10 @@ log = logging.getLogger("poolgate.relay")
 _FORWARDED_REQUEST_HEADERS = frozenset(
     {b"content-type", b"accept", b"user-agent", b"anthropic-version", b"anthropic-beta", b"openai-beta"}
 )
-# Upstream headers a client may see; rate-limit headers describe a pool key, not the client's allowance.
+# Upstream headers a client may see, and no others (README, "What reaches the client"): rate-limit headers
+# describe a pool key, not the client's allowance; cookies, organization and auth challenges belong to the key.
 _FORWARDED_RESPONSE_HEADERS = frozenset(
-    {"content-type", "x-request-id", "request-id", "openai-processing-ms", "openai-version", "cache-control"}
+    {b"content-type", b"x-request-id", b"request-id", b"openai-processing-ms", b"openai-version", b"cache-control"}
 )
 
 
@@ -103,10 +105,10 @@ class Relay:
                 log.warning("upstream %s: %s on key %s", call.provider, type(exc).__name__, lease.key_id)
                 await self._back_off_or_fail(call, server_failures, last_problem)
                 continue
-            if response.status_code < 400:
+            if response.status_code < 300:
                 return UpstreamReply(
                     response.status_code,
-                    [*_safe_headers(response), (b"x-queue-wait-ms", str(place.waited_ms).encode())],
+                    [*_safe_headers(response, lease.secret), (b"x-queue-wait-ms", str(place.waited_ms).encode())],
                     lease,
                     response,
                     budget=provider.rate_budget(_header_dict(response)),
@@ -116,11 +118,16 @@ class Relay:
 
             body = await read_body(response)
             await response.aclose()
-            verdict = provider.judge_failure(response.status_code, _header_dict(response), body)
+            if response.status_code < 400:
+                # A redirect is never the API's answer, and its body and Location may carry the key (a login
+                # page, a moved base URL). poolgate follows none: it is upstream failing, said in our words.
+                verdict: KeyVerdict | None = KeyVerdict(FAILED, reason=f"upstream: {response.status_code} redirect")
+            else:
+                verdict = provider.judge_failure(response.status_code, _header_dict(response), body)
             if verdict is None:  # the client's own mistake: it gets upstream's answer, minus any key
                 await self._pool.settle(lease, call.family, OK)
                 body = scrub_secret(body, lease.secret)
-                return UpstreamReply(response.status_code, _safe_headers(response), lease, None, body)
+                return UpstreamReply(response.status_code, _safe_headers(response, lease.secret), lease, None, body)
             await self._settle_failure(lease, call, verdict)
             last_problem = f"upstream answered {response.status_code}"
             if verdict.outcome == FAILED:
@@ -154,9 +161,12 @@ def _header_dict(response: httpx.Response) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items()}
 
 
-def _safe_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+def _safe_headers(response: httpx.Response, secret: str) -> list[tuple[bytes, bytes]]:
+    """The allow-listed headers, their values scrubbed: an echoing upstream may put the key in a request id."""
+    scrub = scrubber_for(secret).scrub
     return [
-        (k.lower(), v) for k, v in response.headers.raw if k.lower().decode("latin-1") in _FORWARDED_RESPONSE_HEADERS
+        (name, scrub(value)) for name, value in ((k.lower(), v) for k, v in response.headers.raw)
+        if name in _FORWARDED_RESPONSE_HEADERS
     ]
 
 

@@ -238,7 +238,8 @@ def test_a_checked_key_still_serves_the_models_list_and_unknown_models(start_gat
     run_checks(gateway, lambda: gateway.keys()[0]["families"] != ["*"], "the start-up check to assign families")
     assert httpx.get(gateway.url + "/v1/models").status_code == 200
     reply = httpx.post(gateway.url + "/v1/chat/completions",
-                       json={"model": "some-new-model-2027", "messages": [{"role": "user", "content": "hi"}]})
+                       # a real model no family pattern names: it falls to the catch-all family
+                       json={"model": "codex-mini-latest", "messages": [{"role": "user", "content": "hi"}]})
     assert reply.status_code == 200
 
 

@@ -3,5 +3,8 @@
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import KeyVerdict, Provider, scrub_secret
 from gateway.providers.openai import OpenAIProvider
+from gateway.providers.scrub import SecretScrubber, scrubber_for
 
-__all__ = ["AnthropicProvider", "KeyVerdict", "OpenAIProvider", "Provider", "scrub_secret"]
+__all__ = [
+    "AnthropicProvider", "KeyVerdict", "OpenAIProvider", "Provider", "SecretScrubber", "scrub_secret", "scrubber_for"
+]

@@ -15,7 +15,10 @@ from typing import Protocol
 
 import msgspec
 
+from gateway.providers.scrub import scrub_secret
 from keypool import KeyLease, RateBudget, Usage
+
+__all__ = ["KeyVerdict", "Provider", "StreamUsageReader", "scrub_secret"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,17 +136,6 @@ def bounded_cooldown(seconds: float | None, maximum: float) -> float:
     if seconds is None:
         seconds = 5.0
     return min(max(seconds, 0.5), maximum)
-
-
-def scrub_secret(body: bytes, secret: str) -> bytes:
-    """Remove a key from text upstream sent back, whole or in the masked forms providers echo."""
-    if not secret:
-        return body
-    # The whole key first: replacing a prefix first would leave the rest of the key behind.
-    for form in (secret, f"...{secret[-4:]}", secret[:8]):
-        if len(form) >= 6:
-            body = body.replace(form.encode(), b"***")
-    return body
 
 
 def _int(value: str | None) -> int | None:
