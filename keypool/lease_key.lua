@@ -33,7 +33,8 @@
 --   "no_keys"      nothing can serve this family at all (n = 0)
 --   "unavailable"  keys exist, none may be used now; n = ms until the first comes back (0: unknown)
 --   "queued"       (fast path) others are waiting: join the queue behind them
---   "behind"       (ticket) not at the head yet; n = position (0-based)
+--   "behind"       (ticket) not at the head yet; n = position (0-based), then (for position 1)
+--                  ms until the head's ticket expires unless renewed
 --   "gone"         (ticket) the ticket is no longer queued (it expired)
 
 local now = tonumber(ARGV[1])
@@ -76,14 +77,19 @@ end
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 then redis.call('SREM', KEYS[7], family) end
 
+-- Whoever purged a dead head wakes the new one: nobody else will (no key is released).
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if purged and head and head ~= ticket then redis.call('PUBLISH', ARGV[9], head) end
 if ticket == '' then
   if waiting > 0 then return {0, 'queued', 0} end
 else
   local rank = redis.call('ZRANK', KEYS[3], ticket)
   if not rank then return {0, 'gone', 0} end
   if rank > 0 then
-    if purged then redis.call('PUBLISH', ARGV[9], redis.call('ZRANGE', KEYS[3], 0, 0)[1]) end
-    return {0, 'behind', rank}
+    -- The next in line also tries when the head's ticket would expire, should its process have died.
+    local head_left = 0
+    if rank == 1 then head_left = math.max((tonumber(redis.call('ZSCORE', KEYS[4], head)) or now) - now, 0) + 1 end
+    return {0, 'behind', rank, head_left}
   end
 end
 

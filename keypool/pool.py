@@ -48,7 +48,8 @@ class NoKeyAvailable(Exception):
     "unavailable" when keys exist but are busy, resting or paced
     (`retry_after_sec`: when the first comes back, 0 if unknown); "queued" when
     others are already waiting for the family; for a queued ticket, "behind"
-    (`position` ahead of it) or "gone" (the ticket expired).
+    (`position` ahead of it; next in line, `retry_after_sec` is when the head's ticket
+    expires unless its process renews it) or "gone" (the ticket expired).
     """
 
     def __init__(self, reason: str, retry_after_sec: float = 0.0, position: int = 0) -> None:
@@ -157,7 +158,8 @@ class KeyPool:
             reason = _text(result[1])
             n = int(result[2])
             if reason == "behind":
-                raise NoKeyAvailable(reason, position=n)
+                head_left_ms = int(result[3]) if len(result) > 3 else 0
+                raise NoKeyAvailable(reason, head_left_ms / 1000, position=n)
             raise NoKeyAvailable(reason, max(n, 0) / 1000)
         lease = KeyLease(
             lease_id=_text(result[2]),

@@ -1,0 +1,87 @@
+"""Where a waiting ticket meets a free key: every change of a queue's head wakes the new head, on one clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import redis
+from processes import free_port, wait_until_listening
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chat(url: str, who: str, timeout: float = 60) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", json={**CHAT, "user": who},
+                      headers={"x-forwarded-for": who}, timeout=timeout)
+
+
+def wait_for(condition, what: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def store_ms(store: redis.Redis) -> int:
+    sec, usec = store.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def test_a_dead_ticket_purged_at_the_head_wakes_the_live_ticket_behind_it(start_gateway, upstream, store_url, tmp_path):
+    """A gateway stops renewing its ticket at the head; once that ticket has expired the live one behind is served
+    at once — not at its own slow re-check a whole ticket TTL later — and a newcomer is served after it."""
+    if not store_url:
+        pytest.skip("needs REDIS_URL: the stopped gateway and the survivor must share one queue")
+    env = {"OPENAI_KEY": "sk-slow-delay2000-0001", "KEY_CONCURRENCY": "1", "USER_CONCURRENCY_LIMIT": "5",
+           "QUEUE_TICKET_TTL_SEC": "3", "HEARTBEAT_INTERVAL_SEC": "30"}
+    survivor = start_gateway(**env)
+    prefix = survivor.app.settings.redis_prefix
+    store = redis.Redis.from_url(store_url)
+    queue, tickets = f"{prefix}queue:gpt-4o-mini", f"{prefix}tickets"
+    port = free_port()
+    stopped = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--host", "127.0.0.1"],
+        env={**os.environ, **env, "REDIS_URL": store_url, "REDIS_PREFIX": prefix, "OPENAI_BASE_URL": upstream.url,
+             "CHECK_KEYS": "false"},
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_listening(f"http://127.0.0.1:{port}/health", stopped)
+        with ThreadPoolExecutor(4) as pool:
+            busy = pool.submit(chat, survivor.url, "10.9.0.1")
+            wait_for(lambda: any('"user":"10.9.0.1"' in r["body"] for r in upstream.requests),
+                     "the first request never reached upstream")
+            pool.submit(chat, f"http://127.0.0.1:{port}", "10.9.0.2", 30)
+            wait_for(lambda: store.zcard(queue) == 1, "the stopped gateway's ticket never queued")
+            dead = store.zrange(queue, 0, 0)[0]
+            b_sent = time.monotonic()
+            live = pool.submit(chat, survivor.url, "10.9.0.3")
+            wait_for(lambda: store.zcard(queue) == 2, "the live ticket never queued behind the dead one")
+            joined_expiry = store.zscore(tickets, store.zrange(queue, 1, 1)[0])
+            # The live ticket re-checks a ticket TTL after its last try; the dead one must outlive that re-check,
+            # so it is stopped only once it was renewed a second after the live one joined.
+            wait_for(lambda: (store.zscore(tickets, dead) or 0) >= joined_expiry + 1000, "no renewal")
+            stopped.send_signal(signal.SIGSTOP)  # alive but silent: its ticket is no longer renewed
+            assert busy.result().status_code == 200  # the key is free now; the dead ticket still holds the head
+            wait_for(lambda: (store.zscore(tickets, dead) or 0) < store_ms(store), "the dead ticket never expired")
+            expired_after = time.monotonic() - b_sent
+            newcomer = pool.submit(chat, survivor.url, "10.9.0.4")
+            served = live.result()
+            assert served.status_code == 200
+            assert newcomer.result().status_code == 200
+        # Served as soon as the dead ticket expired, not a ticket TTL (3 s) later.
+        assert int(served.headers["x-queue-wait-ms"]) / 1000 < expired_after + 0.8
+        order = [r["body"].split('"user":"')[1].split('"')[0] for r in upstream.requests
+                 if r["path"] == "/v1/chat/completions"]
+        assert order == ["10.9.0.1", "10.9.0.3", "10.9.0.4"], order
+    finally:
+        stopped.kill()
+        stopped.wait(timeout=10)
+        store.close()
