@@ -85,3 +85,61 @@ def test_a_dead_ticket_purged_at_the_head_wakes_the_live_ticket_behind_it(start_
         stopped.kill()
         stopped.wait(timeout=10)
         store.close()
+
+
+def test_a_gateway_whose_clock_runs_two_minutes_ahead_neither_purges_live_tickets_nor_reaps_live_leases(
+    store_url, monkeypatch
+):
+    """Expiry is judged on the store's clock: a skewed gateway cannot take a key or a place that is still held."""
+    import asyncio
+    import types
+
+    from gateway.store import open_store
+    from keypool import KeyPool, NoKeyAvailable, PoolSchema, parse_keys
+    from queues.waiting import FamilyQueues, Place
+
+    ahead = types.SimpleNamespace(time=lambda: time.time() + 120, monotonic=time.monotonic, sleep=time.sleep)
+
+    async def refusal(pool: KeyPool) -> str:
+        try:
+            await pool.lease_key("openai", "gpt-4o")
+        except NoKeyAvailable as none:
+            return none.reason
+        return "leased"
+
+    async def scenario() -> tuple[str, int, str, str]:
+        store = open_store(store_url)
+        schema = PoolSchema(f"clock-{time.monotonic_ns()}:")
+        honest = KeyPool(store, schema, lease_ttl_sec=30, key_concurrency=1)
+        await honest.register_configured(parse_keys("openai", ["sk-clock-key-0001"]))
+        held = await honest.lease_key("openai", "gpt-4o")
+        line = FamilyQueues(store, honest, user_concurrency_limit=5, queue_timeout_sec=30,
+                            heartbeat_interval_sec=30, tokens_punishment_factor=0, ticket_ttl_sec=15)
+        await line.start()
+        queued = asyncio.Event()
+
+        async def on_wait(position: int) -> None:
+            queued.set()  # told its place: the ticket is in the queue
+
+        waiting = asyncio.create_task(line.acquire("openai", "gpt-4o", "alice", Place(), on_wait=on_wait))
+        queue = f"{schema.prefix}queue:gpt-4o"
+        await asyncio.wait_for(queued.wait(), 10)
+        # From here on the gateway's own clock (whatever reads `time.time`) is two minutes ahead.
+        for module in ("keypool.pool", "keypool.leases", "keypool.inventory", "queues.waiting"):
+            monkeypatch.setattr(f"{module}.time", ahead, raising=False)
+        skewed = KeyPool(store, schema, lease_ttl_sec=30, key_concurrency=1)
+        with_ticket = await refusal(skewed)
+        still_queued = int(await store.zcard(queue))
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        with_lease = await refusal(skewed)
+        await honest.settle(held, "gpt-4o")
+        after_settle = await refusal(skewed)
+        await line.stop()
+        await store.aclose()
+        return with_ticket, still_queued, with_lease, after_settle
+
+    with_ticket, still_queued, with_lease, after_settle = asyncio.run(scenario())
+    assert (with_ticket, still_queued) == ("queued", 1)  # the live ticket keeps its place
+    assert with_lease == "unavailable"  # the live lease keeps its key
+    assert after_settle == "leased"

@@ -258,7 +258,7 @@ def test_a_spent_rate_limit_budget_holds_a_key_back_until_its_reset(store_url):
         pool = KeyPool(store, PoolSchema(f"pace-{time.monotonic_ns()}:"), lease_ttl_sec=30)
         await pool.register_configured(parse_keys("openai", ["sk-pace-key-0001"]))
         lease = await pool.lease_key("openai", "gpt-4o")
-        spent = RateBudget(requests_remaining=0, requests_reset_ms=int(time.time() * 1000) + 700)
+        spent = RateBudget(requests_remaining=0, requests_reset_in_ms=700)
         await pool.settle(lease, "gpt-4o", budget=spent)
         try:
             await pool.lease_key("openai", "gpt-4o")
