@@ -55,9 +55,14 @@ class KeyInventory:
 
     async def describe(self, key_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """The operator's view of the given keys (default: all), secrets masked."""
+        ids = await self.key_ids() if key_ids is None else key_ids
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip, however many keys
+            for kid in ids:
+                pipe.hgetall(self.schema.key(kid))
+            replies = await pipe.execute()
         views = []
-        for kid in await self.key_ids() if key_ids is None else key_ids:
-            fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(self.schema.key(kid))).items()}
+        for kid, raw in zip(ids, replies, strict=True):
+            fields = {_text(k): _text(v) for k, v in raw.items()}
             if fields:
                 views.append(_view(kid, fields))
         return views

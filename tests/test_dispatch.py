@@ -143,3 +143,58 @@ def test_a_gateway_whose_clock_runs_two_minutes_ahead_neither_purges_live_ticket
     assert (with_ticket, still_queued) == ("queued", 1)  # the live ticket keeps its place
     assert with_lease == "unavailable"  # the live lease keeps its key
     assert after_settle == "leased"
+
+
+def test_a_lease_does_the_same_work_with_a_thousand_keys_as_with_ten(store_url):
+    """The candidate sets: leasing reads the head of a sorted set, it does not walk the pool.
+
+    Counted as the commands Redis ran (its own `INFO commandstats`, scripts' inner calls included),
+    not as time: the same 40 leases and settlements with 10 and with 1,000 keys run as many commands.
+    """
+    if not store_url:
+        pytest.skip("counts commands with the real Redis's INFO commandstats; the embedded store has none")
+    import asyncio
+
+    from gateway.store import open_store
+    from keypool import KeyPool, PoolSchema, parse_keys
+
+    async def commands_for(size: int) -> int:
+        store = open_store(store_url)
+        pool = KeyPool(store, PoolSchema(f"size-{size}-{time.monotonic_ns()}:"), lease_ttl_sec=30)
+        await pool.register_configured(parse_keys("openai", [f"sk-size-{size}-{i:05d}" for i in range(size)]))
+        await pool.settle(await pool.lease_key("openai", "gpt-4o"), "gpt-4o")  # the scripts are loaded now
+        await store.config_resetstat()
+        for _ in range(40):
+            await pool.settle(await pool.lease_key("openai", "gpt-4o"), "gpt-4o")
+        stats = await store.info("commandstats")
+        await store.aclose()
+        return sum(int(v["calls"]) for name, v in stats.items() if name not in ("cmdstat_info", "cmdstat_config"))
+
+    small, large = asyncio.run(commands_for(10)), asyncio.run(commands_for(1000))
+    assert large == small, (small, large)
+
+
+def test_every_operator_change_of_a_key_is_seen_by_the_next_lease(start_gateway, upstream):
+    """Disable, enable, remove and add through the admin API: the candidate sets follow each at once."""
+    gateway = start_gateway(OPENAI_KEY="sk-refile-a-0001,sk-refile-b-0002", ADMIN_KEY="admin-secret")
+    admin = httpx.Client(base_url=gateway.url + "/admin", headers={"authorization": "Bearer admin-secret"})
+    ids = {k["key"][-4:]: k["id"] for k in admin.get("/keys").json()["keys"]}
+
+    def keys_used_by(n: int) -> set[str]:
+        before = len(upstream.requests)
+        for i in range(n):
+            assert chat(gateway.url, f"10.8.0.{i}").status_code == 200
+        return {r["key"][-4:] for r in upstream.requests[before:] if r["path"] == "/v1/chat/completions"}
+
+    assert keys_used_by(4) == {"0001", "0002"}
+    assert admin.post(f"/keys/{ids['0001']}/disable").status_code == 200
+    assert keys_used_by(4) == {"0002"}
+    assert admin.post(f"/keys/{ids['0001']}/enable").status_code == 200
+    assert admin.delete(f"/keys/{ids['0002']}").status_code == 200
+    assert keys_used_by(4) == {"0001"}
+    assert admin.post("/keys", json={"provider": "openai", "keys": ["sk-refile-c-0003"]}).status_code == 201
+    assert admin.post(f"/keys/{ids['0001']}/disable").status_code == 200
+    assert keys_used_by(4) == {"0003"}
+    assert admin.post(f"/keys/{ids['0001']}/enable").status_code == 200
+    assert keys_used_by(4) == {"0001", "0003"}
+    admin.close()
