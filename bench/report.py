@@ -114,6 +114,9 @@ def problems(report: dict[str, Any]) -> list[str]:
     held = report.get("many_streams")
     if held and held["failed"]:
         found.append(f"many streams: {held['failed']} failed ({held['first_error']})")
+    for size, result in (_get(report, "pool_size", "sizes") or {}).items():
+        if result["errors"] or not result["requests_per_sec"]:
+            found.append(f"pool size {size}: {result['errors']} errors ({result['first_error']})")
     queue = report.get("queue")
     if queue and (queue["client_errors"] or not queue["offered"]):
         found.append(f"queue: {queue['client_errors']} client errors of {queue['offered']} requests")
@@ -164,6 +167,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += _streaming_section(report.get("streaming"))
     lines += _many_streams_section(report.get("many_streams"))
     lines += _queue_section(report.get("queue"))
+    lines += _pool_size_section(report.get("pool_size"))
     found = problems(report)
     if found:
         lines += ["## Problems", "", *(f"- {problem}" for problem in found), ""]
@@ -268,6 +272,22 @@ def _queue_section(queue: dict[str, Any] | None) -> list[str]:
                   f"{queue['max_wait_sec']} s",
                   f"{error:.1%} (of {queue['waits_estimated']} waits ≥ 1 s)" if error is not None else "–"]]),
         "",
+    ]
+
+
+def _pool_size_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    small, large = phase["ratio_of"]
+    return [
+        "## Pool size", "",
+        "poolgate, 1 worker on one core, real Redis, 16 connections; the status snapshot and the admin key "
+        "list are read whole (median of 3).", "",
+        *_table(["keys", "requests/s", "errors", "GET /status", "GET /admin/keys"],
+                [[f"{r['keys']:,}", f"{r['requests_per_sec']:,.0f}", str(r["errors"]), f"{r['status_ms']} ms",
+                  f"{r['admin_keys_ms']} ms ({r['admin_keys_bytes'] / 2**20:.1f} MB)"]
+                 for r in phase["sizes"].values()]),
+        "", f"{large:,} keys serve {phase['ratio']:.0%} of the requests/s of {small:,} keys.", "",
     ]
 
 

@@ -8,6 +8,7 @@
 3. Many streams: N slow streams through poolgate at once, its memory meanwhile
    and whether any stream stalled.
 4. Queue quality: `bench.queue_quality`.
+5. Pool size: `bench.pool_size`, requests/s with 2 to 20,000 keys in the pool.
 
 Every number that compares two servers is taken in the same run.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from bench import litellm_proxy
 from bench.load import closed_loop, many_streams, request_bytes, stream_one_by_one, summary_ms
+from bench.pool_size import measure_pool_size
 from bench.queue_quality import measure_queue_quality
 from bench.services import PROXY_KEY, Service, Services, free_port, pin_this_process
 
@@ -47,14 +49,16 @@ class Plan:
     queue_rpm: int
     queue_identities: int
     queue_seconds: float
+    pool_sizes: tuple[int, ...]
+    pool_size_seconds: float
 
 
 FULL = Plan(rounds=3, seconds_at_32=8, requests_at_1=2000, streams_one_by_one=150, tokens_per_stream=20,
             many_streams=1000, slow_stream_seconds=10, queue_keys=4, queue_rpm=20, queue_identities=8,
-            queue_seconds=120)
+            queue_seconds=120, pool_sizes=(2, 200, 2000, 20000), pool_size_seconds=8)
 SMOKE = Plan(rounds=1, seconds_at_32=0.5, requests_at_1=50, streams_one_by_one=5, tokens_per_stream=5,
              many_streams=50, slow_stream_seconds=1.5, queue_keys=2, queue_rpm=30, queue_identities=3,
-             queue_seconds=4)
+             queue_seconds=4, pool_sizes=(2, 200), pool_size_seconds=0.5)
 
 
 @dataclass
@@ -221,7 +225,7 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             litellm_python = litellm_proxy.ensure_venv(cache_dir, log)
             if isinstance(litellm_python, Path):
                 report["litellm_version"] = litellm_proxy.version_of(litellm_python)
-        if only & {"non_streaming", "streaming", "many_streams"}:
+        if only & {"non_streaming", "streaming", "many_streams", "pool_size"}:
             redis = services.redis()
         if "non_streaming" in only:
             report["non_streaming"] = non_streaming(plan, services, redis, litellm_python, log)
@@ -229,6 +233,9 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             report["streaming"] = streaming(plan, services, redis, litellm_python, log)
         if "many_streams" in only:
             report["many_streams"] = held_streams(plan, services, redis, log)
+        if "pool_size" in only:
+            report["pool_size"] = measure_pool_size(plan.pool_sizes, plan.pool_size_seconds, services, redis,
+                                                    POOL_KEYS, chat_body(), log)
     if "queue" in only:
         log(f"queue quality: {plan.queue_keys} keys x {plan.queue_rpm} rpm, {plan.queue_identities} identities, "
             f"{plan.queue_seconds:g} s at twice the capacity")

@@ -18,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from keypool.checks import UNKNOWN, KeyCheck, check_anthropic_key, check_openai_key
 from keypool.inventory import ORGANIZATION_SOURCE, KeyInventory
 from keypool.keys import key_id_for
 from keypool.schema import PoolSchema
+from keypool.scripts import script_source
 
 log = logging.getLogger("poolgate.keypool.health")
 
-_HERE = Path(__file__).parent
 _CONCURRENT_CHECKS = 8
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -62,8 +60,8 @@ class KeyHealth:
         self.policy = policy
         self.schema = PoolSchema(policy.redis_prefix)
         self.inventory = KeyInventory(redis, self.schema)
-        self._record = redis.register_script((_HERE / "record_check.lua").read_text())
-        self._schedule = redis.register_script((_HERE / "schedule_recheck.lua").read_text())
+        self._record = redis.register_script(script_source("record_check.lua"))
+        self._schedule = redis.register_script(script_source("schedule_recheck.lua"))
         self._release = redis.register_script(_RELEASE_LOCK)
 
     async def check_keys(self, key_ids: list[str]) -> list[dict[str, Any]]:
@@ -106,11 +104,11 @@ class KeyHealth:
         """After traffic retired a key: when (unix time) it will be rechecked, or None if already scheduled."""
         window_ms = int(max(self.policy.backoff_sec, default=0) * 1000)
         when = await self._schedule(
-            keys=[self.schema.key(key_id)], args=[_now_ms(), self.policy.backoff_ms, window_ms]
+            keys=[self.schema.key(key_id)], args=[self.policy.backoff_ms, window_ms]
         )
         if not when:
             return None
-        log.info("key %s will be rechecked in %.0f s", key_id, int(when) / 1000 - time.time())
+        log.info("key %s will be rechecked in %.0f s", key_id, (int(when) - await self._store_ms()) / 1000)
         return int(when) / 1000
 
     async def claim_due_keys(self) -> list[str]:
@@ -118,7 +116,7 @@ class KeyHealth:
 
         Entries split off a key that has since left the pool leave with it.
         """
-        now = _now_ms()
+        now = await self._store_ms()
         claim_until = now + int(self.policy.timeout_sec * 3 * 1000) + 5000
         due = []
         for kid in await self.inventory.key_ids():
@@ -143,7 +141,12 @@ class KeyHealth:
                 continue
             at = int(_text(raw[0])) if raw[0] is not None else 0
             soonest = at if soonest is None else min(soonest, at)
-        return None if soonest is None else max(0.0, (soonest - _now_ms()) / 1000)
+        return None if soonest is None else max(0.0, (soonest - await self._store_ms()) / 1000)
+
+    async def _store_ms(self) -> int:
+        """Now on the store's clock, the one every process compares `next_check_at` against."""
+        sec, usec = await self._redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
 
     async def _probe(self, provider: str, secret: str, organization: str) -> KeyCheck:
         timeout = self.policy.timeout_sec
@@ -168,7 +171,7 @@ class KeyHealth:
                 found.tier,
                 ",".join(found.organizations),
                 found.detail[:200],
-                _now_ms(),
+                self.schema.prefix,
                 self.policy.interval_ms(provider),
                 self.policy.backoff_ms,
             ],
@@ -189,15 +192,13 @@ class KeyHealth:
                 log.info("key %s left an organization; its entry %s is removed", key_id, kid)
         created = []
         for kid, org in wanted.items():
-            h = self.schema.key(kid)
-            if not await self._redis.hsetnx(h, "secret", secret):
-                continue
-            await self._redis.hset(
-                h,
-                mapping={"provider": "openai", "organization": org, "source": ORGANIZATION_SOURCE,
-                         "parent": key_id, "status": "active", "families": "*", "added_at": _now_ms()},
+            filed = await self.inventory.update(
+                "openai", kid, new_only=True,
+                set_fields={"provider": "openai", "secret": secret, "organization": org,
+                            "source": ORGANIZATION_SOURCE, "parent": key_id, "status": "active", "families": "*"},
             )
-            await self._redis.sadd(self.schema.provider_keys("openai"), kid)
+            if not filed:
+                continue
             created.append(kid)
         if created:
             log.info("key %s belongs to %d organizations: added entries %s", key_id, len(organizations),
@@ -214,8 +215,7 @@ class KeyHealth:
             log.info("key %s checked (%s): %s", key_id, status, found.detail)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+
 
 
 def _text(value: Any) -> str:

@@ -7,11 +7,12 @@ masked (`sk-...abcd`) and scrubs the secret from any text stored with it.
 
 from __future__ import annotations
 
-import time
+import json
 from typing import Any
 
 from keypool.keys import PROVIDERS, ConfiguredKey, mask_secret
 from keypool.schema import PoolSchema
+from keypool.scripts import script_source
 
 ADMIN_SOURCE = "admin"  # keys added through the admin API; `register_configured` leaves them alone
 ORGANIZATION_SOURCE = "organization"  # entries split off a key that belongs to several organizations
@@ -21,6 +22,27 @@ class KeyInventory:
     def __init__(self, redis: Any, schema: PoolSchema) -> None:
         self._redis = redis
         self.schema = schema
+        self._update_script = redis.register_script(script_source("update_key.lua"))
+
+    async def update(
+        self, provider: str, key_id: str, *, set_fields: dict[str, Any] | None = None,
+        set_if_missing: dict[str, Any] | None = None, new_only: bool = False, forget: bool = False,
+        pipe: Any = None,
+    ) -> Any:
+        """Change a key's record and re-file it as a lease candidate, atomically (`update_key.lua`).
+
+        Every change of a key outside traffic comes through here, so the candidate
+        sets a lease reads stay true. With `pipe`, the call is queued on that pipeline (and returns it).
+        """
+        args = {
+            "prefix": self.schema.prefix, "id": key_id, "new_only": new_only, "forget": forget,
+            "set": set_fields or {}, "set_if_missing": set_if_missing or {},
+        }
+        return await self._update_script(
+            keys=[self.schema.key(key_id), self.schema.provider_keys(provider)],
+            args=[json.dumps(args, separators=(",", ":"))],
+            client=pipe,
+        )
 
     async def key_ids(self, provider: str | None = None) -> list[str]:
         ids: list[str] = []
@@ -33,36 +55,30 @@ class KeyInventory:
 
     async def describe(self, key_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """The operator's view of the given keys (default: all), secrets masked."""
+        ids = await self.key_ids() if key_ids is None else key_ids
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip, however many keys
+            for kid in ids:
+                pipe.hgetall(self.schema.key(kid))
+            replies = await pipe.execute()
         views = []
-        for kid in await self.key_ids() if key_ids is None else key_ids:
-            fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(self.schema.key(kid))).items()}
+        for kid, raw in zip(ids, replies, strict=True):
+            fields = {_text(k): _text(v) for k, v in raw.items()}
             if fields:
                 views.append(_view(kid, fields))
         return views
 
     async def add(self, keys: list[ConfiguredKey]) -> tuple[list[str], list[str]]:
         """Add keys as `source=admin`; returns (ids added, ids already in the pool, which are left as they are)."""
-        added, present = [], []
-        now = _now_ms()
+        added: list[str] = []
+        present: list[str] = []
         for key in keys:
-            h = self.schema.key(key.key_id)
-            # HSETNX on `secret` decides, atomically, whether this call is the one that adds the key.
-            if not await self._redis.hsetnx(h, "secret", key.secret):
-                present.append(key.key_id)
-                continue
-            await self._redis.hset(
-                h,
-                mapping={
-                    "provider": key.provider,
-                    "organization": key.organization,
-                    "source": ADMIN_SOURCE,
-                    "status": "active",
-                    "families": "*",
-                    "added_at": now,
-                },
+            # The script decides, atomically, whether this call is the one that adds the key.
+            filed = await self.update(
+                key.provider, key.key_id, new_only=True,
+                set_fields={"provider": key.provider, "secret": key.secret, "organization": key.organization,
+                            "source": ADMIN_SOURCE, "status": "active", "families": "*"},
             )
-            await self._redis.sadd(self.schema.provider_keys(key.provider), key.key_id)
-            added.append(key.key_id)
+            (added if filed else present).append(key.key_id)
         return added, present
 
     async def remove(self, key_id: str) -> list[str] | None:
@@ -77,10 +93,7 @@ class KeyInventory:
         return removed
 
     async def forget(self, provider: str, key_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.srem(self.schema.provider_keys(provider), key_id)
-            pipe.delete(self.schema.key(key_id))
-            await pipe.execute()
+        await self.update(provider, key_id, forget=True)
 
     async def split_entries_of(self, key_id: str, provider: str = "openai") -> list[str]:
         """Ids of the entries split off `key_id` for its other organizations."""
@@ -92,17 +105,15 @@ class KeyInventory:
 
     async def set_disabled(self, key_id: str, disabled: bool) -> bool:
         """Disable (traffic never changes it back) or enable (active, backoff forgotten); False when unknown."""
-        h = self.schema.key(key_id)
-        if not await self._redis.exists(h):
+        provider = await self._redis.hget(self.schema.key(key_id), "provider")
+        if provider is None:
             return False
         if disabled:
-            await self._redis.hset(h, mapping={"status": "disabled", "status_reason": "disabled by an operator"})
+            changes: dict[str, Any] = {"status": "disabled", "status_reason": "disabled by an operator"}
         else:
-            await self._redis.hset(
-                h,
-                mapping={"status": "active", "status_reason": "", "cooldown_until": 0,
-                         "recheck_attempt": 0, "recheck_pending": 0},
-            )
+            changes = {"status": "active", "status_reason": "", "cooldown_until": 0,
+                       "recheck_attempt": 0, "recheck_pending": 0}
+        await self.update(_text(provider), key_id, set_fields=changes)
         return True
 
 
@@ -134,10 +145,6 @@ def _view(kid: str, fields: dict[str, str]) -> dict[str, Any]:
         "last_check": {"at_ms": checked_at, "result": scrubbed("check_result")} if checked_at else None,
         "next_check_at_ms": int(fields.get("next_check_at") or 0) or None,
     }
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _text(value: Any) -> str:

@@ -3,6 +3,9 @@
 A lease expires unless renewed, so a crashed process cannot hold key capacity
 for ever. Every live lease of this process is renewed in one command, a few
 times per TTL, by one background task: a request costs nothing extra for it.
+The new expiry is taken from the store's clock (`renew.lua`), the one every
+process reaps by, so a gateway whose own clock is off neither reaps nor
+keeps alive anyone else's.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
+
+from keypool.scripts import script_source
 
 log = logging.getLogger("poolgate.keypool")
 
@@ -24,6 +28,7 @@ class LeaseKeeper:
         self._interval = max(ttl_sec / 3, 0.05)
         self._live: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._renew = redis.register_script(script_source("renew.lua"))
 
     def hold(self, lease_id: str) -> None:
         self._live.add(lease_id)
@@ -45,10 +50,7 @@ class LeaseKeeper:
     async def renew_now(self) -> None:
         if not self._live:
             return
-        expires = int(time.time() * 1000) + self._ttl_ms
-        mapping = dict.fromkeys(self._live, expires)
-        # XX: a lease that was already reaped or settled stays gone.
-        await self._redis.zadd(self._leases_key, mapping, xx=True)
+        await self._renew(keys=[self._leases_key], args=[self._ttl_ms, *self._live])
 
     async def _renew_forever(self) -> None:
         while True:

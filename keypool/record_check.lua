@@ -5,14 +5,18 @@
 -- stands. So two checks of one key at once, or a check racing real traffic,
 -- can never undo each other.
 --
+-- Prepended with candidates.lua: times are the store's clock, and the key is re-filed as a lease
+-- candidate (its status or families may have changed).
+--
 -- KEYS[1]  the key's hash                  ({prefix}key:{id})
+-- Chosen at run time, so not in KEYS (same prefix): the candidate sets the key is filed in.
 -- ARGV[1]  the key's status when the check began
 -- ARGV[2]  verdict: valid | revoked | over_quota | unknown
 -- ARGV[3]  model families, comma-separated ("" = not learned, keep what is there)
 -- ARGV[4]  tier ("" = keep)
 -- ARGV[5]  organizations, comma-separated ("" = keep)
 -- ARGV[6]  what the check found, a short text (never upstream's words)
--- ARGV[7]  now, ms
+-- ARGV[7]  prefix                          ({prefix})
 -- ARGV[8]  the provider's regular check interval, ms
 -- ARGV[9]  recheck backoff steps, ms, comma-separated; the last one repeats
 --
@@ -20,7 +24,8 @@
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 
-local now = tonumber(ARGV[7])
+local now = store_now()
+local kid = string.sub(KEYS[1], string.len(ARGV[7] .. 'key:') + 1)
 local interval = tonumber(ARGV[8])
 redis.call('HSET', KEYS[1], 'checked_at', now, 'check_result', ARGV[6])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'families', ARGV[3]) end
@@ -35,7 +40,10 @@ local function backoff(attempt)
 end
 
 local status = redis.call('HGET', KEYS[1], 'status') or 'active'
-if status ~= ARGV[1] then return {status, 0} end
+if status ~= ARGV[1] then
+  file_key(ARGV[7], kid, now)  -- its families may have been learned
+  return {status, 0}
+end
 
 local verdict = ARGV[2]
 local retired = status == 'revoked' or status == 'over_quota'
@@ -73,4 +81,5 @@ else
 end
 
 redis.call('HSET', KEYS[1], 'next_check_at', next_at)
+file_key(ARGV[7], kid, now)
 return {status, changed}

@@ -6,9 +6,9 @@
 -- back; one that served well for longer than the window starts over.
 --
 -- KEYS[1]  the key's hash                  ({prefix}key:{id})
--- ARGV[1]  now, ms
--- ARGV[2]  recheck backoff steps, ms, comma-separated; the last one repeats
--- ARGV[3]  window, ms: a key revived less than this long ago that fails again steps further back
+-- Prepended with candidates.lua for store_now: times are the store's clock.
+-- ARGV[1]  recheck backoff steps, ms, comma-separated; the last one repeats
+-- ARGV[2]  window, ms: a key revived less than this long ago that fails again steps further back
 --
 -- Returns the time of the recheck (ms), or false when nothing was scheduled.
 
@@ -17,13 +17,13 @@ if status ~= 'revoked' and status ~= 'over_quota' then return false end
 if redis.call('HGET', KEYS[1], 'recheck_pending') == '1' then return false end
 
 local steps = {}
-for step in string.gmatch(ARGV[2], '[^,]+') do steps[#steps + 1] = tonumber(step) end
+for step in string.gmatch(ARGV[1], '[^,]+') do steps[#steps + 1] = tonumber(step) end
 if #steps == 0 then return false end
 
-local now = tonumber(ARGV[1])
+local now = store_now()
 local revived_at = tonumber(redis.call('HGET', KEYS[1], 'revived_at')) or 0
 local attempt = 0
-if revived_at > 0 and now - revived_at < tonumber(ARGV[3]) then
+if revived_at > 0 and now - revived_at < tonumber(ARGV[2]) then
   attempt = (tonumber(redis.call('HGET', KEYS[1], 'recheck_attempt')) or 0) + 1
 end
 local next_at = now + steps[math.min(attempt + 1, #steps)]

@@ -1,80 +1,90 @@
--- Give a lease back and record what the request learned, atomically.
+-- Give a lease back and record what the request learned, atomically. Prepended with
+-- candidates.lua (store_now, file_key): the key is re-filed where its new state puts it.
 --
 -- The in-flight count drops only if the lease was still live, so a lease that
 -- already expired (and was reaped by lease_key.lua) is never given back twice.
+-- Times are the store's: a cooldown and a budget's reset arrive as durations.
 --
--- KEYS[1]  the key's hash                  ({prefix}key:{id})
--- KEYS[2]  the lease expiry set            ({prefix}leases)
--- KEYS[3]  the family's usage hash         ({prefix}usage:family:{family})
--- KEYS[4]  the total usage hash            ({prefix}usage:total)
--- KEYS[5]  identities recently served      ({prefix}active)
+-- KEYS[1]  the key's hash                    ({prefix}key:{id})
+-- KEYS[2]  the lease expiry set              ({prefix}leases)
+-- KEYS[3]  the family's usage hash           ({prefix}usage:family:{family})
+-- KEYS[4]  the total usage hash              ({prefix}usage:total)
+-- KEYS[5]  identities recently served        ({prefix}active)
 -- KEYS[6]  families with a queue             ({prefix}queued)
 -- KEYS[7]  ticket expiry set                 ({prefix}tickets)
--- ARGV[1]  lease id
--- ARGV[2]  outcome: ok | failed | rate_limited | over_quota | revoked
--- ARGV[3]  cooldown end, ms (with rate_limited)
--- ARGV[4]  1 to count a served prompt, else 0
--- ARGV[5]  input tokens
--- ARGV[6]  output tokens
--- ARGV[7]  why, a short text kept as status_reason (with over_quota / revoked)
--- ARGV[8]  the identity served ("" for none), recorded with ARGV[9]
--- ARGV[9]  now, ms; identities not served for an hour are dropped
--- ARGV[10..13]  the key's upstream rate-limit budget as this reply reported it: requests remaining,
---          their reset (ms), tokens remaining, their reset (ms); -1 where the reply said nothing
--- ARGV[14] queue key prefix                  ({prefix}queue:)
--- ARGV[15] wake channel                      ({prefix}wake)
--- ARGV[16] the key's usage tier as this reply's limits suggest ("" = unknown)
+-- Chosen at run time, so not in KEYS (same prefix): the queue of each family in KEYS[6]
+-- ({prefix}queue:{family}) and the candidate sets the key is filed in.
+-- ARGV[1]  one JSON object, so caller and script cannot drift apart:
+--   prefix         {prefix}
+--   lease          lease id ("{key id}:{nonce}")
+--   outcome        ok | failed | rate_limited | over_quota | revoked
+--   cooldown_ms    how long the key rests (with rate_limited)
+--   counted        true to count a served prompt
+--   input_tokens, output_tokens
+--   estimated      true when the usage was counted by the gateway, not reported by upstream
+--   reason         a short text kept as status_reason (with over_quota / revoked)
+--   identity       the identity served ("" for none); identities not served for an hour are dropped
+--   requests_remaining, requests_reset_in_ms, tokens_remaining, tokens_reset_in_ms
+--                  the key's upstream rate-limit budget as this reply reported it; -1 where it said nothing
+--   tier           the key's usage tier as this reply's limits suggest ("" = unknown)
+--   queue_prefix   {prefix}queue:
+--   wake           wake channel ({prefix}wake)
 --
 -- A released key wakes the ticket at the head of each queue it can serve, so
 -- exactly one waiter per family tries to claim it: no polling, no herd.
 --
 -- Returns the key's status after the update.
 
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+local a = cjson.decode(ARGV[1])
+local now = store_now()
+
+if redis.call('ZREM', KEYS[2], a.lease) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
   local left = redis.call('HINCRBY', KEYS[1], 'inflight', -1)
   if left < 0 then redis.call('HSET', KEYS[1], 'inflight', 0) end
 end
 
 local status = redis.call('HGET', KEYS[1], 'status')
 
-if ARGV[4] == '1' then
-  local input, output = tonumber(ARGV[5]), tonumber(ARGV[6])
+if a.counted then
   local targets = {KEYS[3], KEYS[4]}
   if status then targets[3] = KEYS[1] end
   for _, h in ipairs(targets) do
     redis.call('HINCRBY', h, 'prompts', 1)
-    redis.call('HINCRBY', h, 'input_tokens', input)
-    redis.call('HINCRBY', h, 'output_tokens', output)
+    redis.call('HINCRBY', h, 'input_tokens', a.input_tokens)
+    redis.call('HINCRBY', h, 'output_tokens', a.output_tokens)
+    if a.estimated then redis.call('HINCRBY', h, 'estimated_prompts', 1) end
   end
 end
-if ARGV[8] ~= '' then
-  local now = tonumber(ARGV[9])
-  redis.call('ZADD', KEYS[5], now, ARGV[8])
+if a.identity ~= '' then
+  redis.call('ZADD', KEYS[5], now, a.identity)
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 3600000)
 end
 if not status then return false end
 
-local outcome = ARGV[2]
+local outcome = a.outcome
 if status ~= 'disabled' then
   if outcome == 'rate_limited' and status ~= 'revoked' and status ~= 'over_quota' then
-    local till = tonumber(ARGV[3])
+    local till = now + a.cooldown_ms
     local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until')) or 0
     if till > current then redis.call('HSET', KEYS[1], 'cooldown_until', till) end
     status = 'cooling_down'
     redis.call('HSET', KEYS[1], 'status', status)
   elseif outcome == 'over_quota' or outcome == 'revoked' then
     status = outcome
-    redis.call('HSET', KEYS[1], 'status', status, 'status_reason', ARGV[7])
+    redis.call('HSET', KEYS[1], 'status', status, 'status_reason', a.reason)
   end
 end
 
-if ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'tier', ARGV[16]) end
+if a.tier ~= '' then redis.call('HSET', KEYS[1], 'tier', a.tier) end
 
-local rl = {'rl_requests_remaining', 'rl_requests_reset', 'rl_tokens_remaining', 'rl_tokens_reset'}
-for i = 1, 4 do
-  local v = tonumber(ARGV[9 + i])
-  if v and v >= 0 then redis.call('HSET', KEYS[1], rl[i], v) end
-end
+if a.requests_remaining >= 0 then redis.call('HSET', KEYS[1], 'rl_requests_remaining', a.requests_remaining) end
+if a.requests_reset_in_ms >= 0 then redis.call('HSET', KEYS[1], 'rl_requests_reset', now + a.requests_reset_in_ms) end
+if a.tokens_remaining >= 0 then redis.call('HSET', KEYS[1], 'rl_tokens_remaining', a.tokens_remaining) end
+if a.tokens_reset_in_ms >= 0 then redis.call('HSET', KEYS[1], 'rl_tokens_reset', now + a.tokens_reset_in_ms) end
+
+local kid = string.match(a.lease, '^([^:]+):')
+file_key(a.prefix, kid, now)
+status = redis.call('HGET', KEYS[1], 'status')  -- a cooldown already over is active again
 
 if status == 'active' or status == 'cooling_down' then
   local families = redis.call('HGET', KEYS[1], 'families') or '*'
@@ -88,8 +98,7 @@ if status == 'active' or status == 'cooling_down' then
     if serves then
       -- Wake the first live ticket. Dead ones ahead of it (a crashed process's) are only passed
       -- over here: the woken ticket's claim (lease_key.lua) drops them from the head.
-      local queue = ARGV[14] .. fam
-      local now = tonumber(ARGV[9])
+      local queue = a.queue_prefix .. fam
       local start, woke = 0, false
       while not woke do
         local batch = redis.call('ZRANGE', queue, start, start + 9)
@@ -97,7 +106,7 @@ if status == 'active' or status == 'cooling_down' then
         for _, t in ipairs(batch) do
           local alive = tonumber(redis.call('ZSCORE', KEYS[7], t))
           if alive and alive >= now then
-            redis.call('PUBLISH', ARGV[15], t)
+            redis.call('PUBLISH', a.wake, t)
             woke = true
             break
           end

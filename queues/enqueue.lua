@@ -15,16 +15,23 @@
 -- KEYS[5]  the family's virtual time         ({prefix}vtime:{family})
 -- KEYS[6]  families with a queue             ({prefix}queued)
 -- KEYS[7]  families that ever had one        ({prefix}families)
--- ARGV[1]  ticket
--- ARGV[2]  now, ms
+-- ARGV[1]  the ticket's tail, "{random id}|{identity}"
+-- ARGV[2]  the request's arrival stamp, ms, from an earlier join of the same request; "" to stamp it now
 -- ARGV[3]  ticket TTL, ms (renewed by its process)
 -- ARGV[4]  most tickets one identity may have waiting (0: no limit)
 -- ARGV[5]  the ticket's token punishment, in requests (0 for most)
 -- ARGV[6]  family
 -- ARGV[7]  fixed score for a retried request, or ""
 --
--- Returns {1, score, position} or {0, waiting} when the identity is at its limit.
+-- Times are the store's clock (TIME): a ticket is "{arrival stamp, 13 digits}|{random id}|{identity}",
+-- so equal scores order by arrival on one clock, whichever gateway stamped them.
+--
+-- Returns {1, score, position, ticket, stamp} or {0, waiting} when the identity is at its limit.
 
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stamp = tonumber(ARGV[2]) or now
+local ticket = string.format('%013d', stamp) .. '|' .. ARGV[1]
 local limit = tonumber(ARGV[4])
 local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
 if ARGV[7] == '' and limit > 0 and waiting >= limit then
@@ -41,10 +48,10 @@ else
   redis.call('SET', KEYS[4], tostring(score + 1), 'PX', 3600000)
 end
 
-redis.call('ZADD', KEYS[1], score, ARGV[1])
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZADD', KEYS[1], score, ticket)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ticket)
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], 3600000)
 redis.call('SADD', KEYS[6], ARGV[6])
 redis.call('SADD', KEYS[7], ARGV[6])
-return {1, tostring(score), redis.call('ZRANK', KEYS[1], ARGV[1])}
+return {1, tostring(score), redis.call('ZRANK', KEYS[1], ticket), ticket, stamp}

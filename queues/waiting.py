@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,10 @@ class TooManyWaiting(QueueRefusal):
 
 @dataclass(slots=True)
 class Place:
-    """Where a request stands, kept across its retries: when it arrived, its queue score once it has
-    queued, and how long it has waited. A retry after a 429 lines up by these, not as a newcomer."""
+    """Where a request stands, kept across its retries: when it arrived (its first try, on the store's clock),
+    its queue score, and how long it has waited. A retry after a 429 lines up by these, not as a newcomer."""
 
-    arrived_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    arrived_ms: int = 0  # stamped by the store at the request's first try for a key
     score: str | None = None
     waited_ms: int = 0
 
@@ -146,8 +146,11 @@ class FamilyQueues:
         asked for only when the request has to wait.
         """
         try:
-            return await self._pool.lease_key(provider, family)
+            lease = await self._pool.lease_key(provider, family)
+            place.arrived_ms = place.arrived_ms or lease.leased_at_ms
+            return lease
         except NoKeyAvailable as none:
+            place.arrived_ms = place.arrived_ms or none.at_ms  # its arrival, on the store's clock
             if none.reason == "no_keys":
                 raise _no_key(family) from None
         return await self._wait_in_line(
@@ -165,12 +168,14 @@ class FamilyQueues:
         hang_up: asyncio.Future[Any] | None,
     ) -> KeyLease:
         started = time.monotonic()
-        # Stamped with the request's arrival: among equal scores, whoever came first goes first.
-        ticket = f"{place.arrived_ms:013d}|{secrets.token_hex(5)}|{identity}"
+        # The store stamps the ticket with the first arrival: among equal scores, whoever came first goes first.
+        tail = f"{secrets.token_hex(5)}|{identity}"
         woken = asyncio.Event()
-        self._waiters[ticket] = woken
+        ticket = ""
         try:
-            position = await self._join(ticket, family, identity, place, prompt_bytes)
+            ticket, position = await self._join(tail, family, place, prompt_bytes)
+            # A wake-up published before this line is not lost: the first claim below comes next anyway.
+            self._waiters[ticket] = woken
             self._tickets.hold(ticket)
             deadline = started + self._timeout
             next_heartbeat = started + self._heartbeat
@@ -187,7 +192,7 @@ class FamilyQueues:
                     if none.reason == "no_keys":
                         raise _no_key(family) from None
                     if none.reason == "gone":  # our ticket expired (a stalled process): back in at our score
-                        position = await self._join(ticket, family, identity, place, prompt_bytes)
+                        ticket, position = await self._join(tail, family, place, prompt_bytes)
                         continue
                     position = none.position if none.reason == "behind" else 0
                     timer = time.monotonic() + none.retry_after_sec if none.retry_after_sec else None
@@ -214,21 +219,24 @@ class FamilyQueues:
                         if position == 0:
                             break
         except BaseException:
-            await self._abandon(ticket, family, identity)
+            if ticket:
+                await self._abandon(ticket, family, identity)
             raise
         finally:
             self._waiters.pop(ticket, None)
             self._tickets.drop(ticket)
 
-    async def _join(self, ticket: str, family: str, identity: str, place: Place, prompt_bytes: int) -> int:
+    async def _join(self, tail: str, family: str, place: Place, prompt_bytes: int) -> tuple[str, int]:
+        """Queue the request; its ticket and position. The store stamps its arrival the first time."""
         q = self.schema
+        identity = tail.split("|", 1)[1]
         penalty = self._punishment * (prompt_bytes / 4) / 1000  # ~4 bytes a token; factor 1 = +1 slot per 1k tokens
         result = await self._enqueue(
             keys=[
                 q.queue(family), q.tickets, q.waiting(identity), q.tail(family, identity), q.vtime(family),
                 q.queued_families, q.known_families,
             ],
-            args=[ticket, int(time.time() * 1000), self._ticket_ttl_ms, self._limit, penalty, family,
+            args=[tail, place.arrived_ms or "", self._ticket_ttl_ms, self._limit, penalty, family,
                   place.score or ""],
         )
         if int(result[0]) != 1:
@@ -237,8 +245,9 @@ class FamilyQueues:
                 "wait for them to finish.",
                 retry_after_sec=self._heartbeat,
             )
-        place.score = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        return int(result[2])
+        place.score = _text(result[1])
+        place.arrived_ms = int(result[4])
+        return _text(result[3]), int(result[2])
 
     async def _abandon(self, ticket: str, family: str, identity: str) -> None:
         q = self.schema
@@ -276,12 +285,14 @@ class FamilyQueues:
         if not families:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()  # every stamp compared below is the store's
             for family in families:
                 pipe.zcard(q.queue(family))
                 pipe.lrange(q.served(family), 0, -1)
                 pipe.lrange(q.waits(family), 0, -1)
-            results = await pipe.execute()
-        now_ms = time.time() * 1000
+            replies = await pipe.execute()
+        now_ms = int(replies[0][0]) * 1000 + int(replies[0][1]) // 1000
+        results = replies[1:]
         if keys is None and any(int(results[3 * i]) for i in range(len(families))):
             keys = await self._pool.describe_keys()
         stats = {}
@@ -292,7 +303,7 @@ class FamilyQueues:
                 "in_queue": int(in_queue),
                 "estimated_wait_sec": estimate_wait_sec(
                     int(in_queue), [int(s) for s in served], waits_pairs, now_ms,
-                    _first_key_back_ms(keys, family) if int(in_queue) and keys is not None else None,
+                    _first_key_back_ms(keys, family, now_ms) if int(in_queue) and keys is not None else None,
                 ),
                 "recent_waits": [[t / 1000, w / 1000] for t, w in reversed(waits_pairs)],
             }
@@ -333,7 +344,7 @@ def estimate_wait_sec(
     return lately[len(lately) // 2] if lately else 0.0
 
 
-def _first_key_back_ms(keys: list[dict[str, Any]], family: str) -> float | None:
+def _first_key_back_ms(keys: list[dict[str, Any]], family: str, now_ms: float) -> float | None:
     """When the first key serving the family may take a request again, if none may now; None if one may."""
     provider = "anthropic" if family.startswith("claude") else "openai"
     back: list[float] = []
@@ -343,7 +354,7 @@ def _first_key_back_ms(keys: list[dict[str, Any]], family: str) -> float | None:
         if key["status"] in ("revoked", "over_quota", "disabled"):
             continue
         held = max(key["paced_until_ms"], key["cooldown_until_ms"] if key["status"] == "cooling_down" else 0)
-        if held <= time.time() * 1000:
+        if held <= now_ms:
             return None  # this one is free, or only busy: Little's law applies
         back.append(held)
     return min(back) if back else None

@@ -35,6 +35,30 @@ def served_order(upstream) -> list[str]:
     return [r["body"] for r in upstream.requests if r["path"] == "/v1/chat/completions"]
 
 
+def wait_for(condition, what: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def wait_until_queued(gateway, n: int, family: str = "gpt-4o-mini") -> None:
+    """Until `n` tickets are in the family's queue, as the store (shared by every gateway) holds it."""
+    wait_for(lambda: gateway.run(gateway.app.queue_stats()).get(family, {}).get("in_queue") == n,
+             f"never {n} in the {family} queue")
+
+
+def wait_until_upstream_saw(upstream, n: int) -> None:
+    wait_for(lambda: len(served_order(upstream)) >= n, f"upstream never saw {n} request(s)")
+
+
+def wait_until_taken_in(gateway, upstream, n: int, family: str = "gpt-4o-mini") -> None:
+    """Until `n` requests are either served (upstream saw them) or queued: the last one sent has its place."""
+    def placed() -> int:
+        return len(served_order(upstream)) + gateway.run(gateway.app.queue_stats()).get(family, {}).get("in_queue", 0)
+    wait_for(lambda: placed() == n, f"never {n} requests served or queued")
+
+
 def test_requests_wait_for_a_busy_key_instead_of_failing(start_gateway, upstream):
     gateway = start_gateway(**QUEUE_ENV, USER_CONCURRENCY_LIMIT="5")
     with ThreadPoolExecutor(4) as pool:
@@ -50,10 +74,9 @@ def test_an_identity_that_floods_does_not_delay_anothers_request_by_more_than_a_
     gateway = start_gateway(**QUEUE_ENV, USER_CONCURRENCY_LIMIT="20")
     flood = [threading.Thread(target=chat_as, args=(gateway, "10.0.0.1"), kwargs={"user": f"flood-{i}"})
              for i in range(8)]
-    for t in flood:
+    for i, t in enumerate(flood):
         t.start()
-        time.sleep(0.02)
-    time.sleep(0.3)  # the flood is queued
+        wait_until_taken_in(gateway, upstream, i + 1)  # the flood is queued, in its own order
     lone = chat_as(gateway, "10.0.0.2", user="lone")
     for t in flood:
         t.join()
@@ -80,13 +103,14 @@ def test_waiting_too_long_is_a_504(start_gateway, upstream):
                             USER_CONCURRENCY_LIMIT="5")
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(chat_as, gateway, "10.0.0.1")
-        time.sleep(0.2)
+        wait_until_upstream_saw(upstream, 1)  # the first is in service
         second = pool.submit(chat_as, gateway, "10.0.0.2")
         assert first.result().status_code == 200
         timed_out = second.result()
     assert timed_out.status_code == 504
-    assert "Waited 0 s in the gpt-4o-mini queue" in timed_out.json()["error"]["message"] or \
-        "queue" in timed_out.json()["error"]["message"]
+    assert timed_out.json()["error"]["message"] == (
+        "Waited 0 s in the gpt-4o-mini queue without a key coming free; try again later."
+    )
     assert len(served_order(upstream)) == 1, "the timed-out request never reached upstream"
 
 
@@ -94,10 +118,10 @@ def test_a_client_that_disconnects_while_queued_leaves_the_queue(start_gateway, 
     gateway = start_gateway(**{**QUEUE_ENV, "OPENAI_KEY": "sk-slow-delay1500-0001"}, USER_CONCURRENCY_LIMIT="5")
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(chat_as, gateway, "10.0.0.1")
-        time.sleep(0.2)
+        wait_until_upstream_saw(upstream, 1)  # the first is in service
         with pytest.raises(httpx.ReadTimeout):
             chat_as(gateway, "10.0.0.2", timeout=0.4)  # gives up while queued
-        time.sleep(0.3)
+        wait_until_queued(gateway, 0)  # its ticket left the queue
         stats = gateway.run(gateway.app.queue_stats())
         assert stats["gpt-4o-mini"]["in_queue"] == 0
         assert first.result().status_code == 200
@@ -112,7 +136,7 @@ def test_a_queued_stream_gets_heartbeats_and_the_sdk_does_not_mind(start_gateway
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(chat_as, gateway, "10.0.0.1")
-        time.sleep(0.2)
+        wait_until_upstream_saw(upstream, 1)  # the first is in service
         raw = []
         with httpx.stream("POST", gateway.url + "/v1/chat/completions", json={**CHAT, "stream": True},
                           headers={"x-forwarded-for": "10.0.0.2"}, timeout=30) as reply:
@@ -124,7 +148,7 @@ def test_a_queued_stream_gets_heartbeats_and_the_sdk_does_not_mind(start_gateway
         assert b"data: [DONE]" in text
         assert busy.result().status_code == 200
         busy = pool.submit(chat_as, gateway, "10.0.0.1")
-        time.sleep(0.2)
+        wait_until_upstream_saw(upstream, 3)  # the busy one is in service again
         stream = client.chat.completions.create(**CHAT, stream=True, extra_headers={"x-forwarded-for": "10.0.0.3"})
         words = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert words
@@ -137,7 +161,7 @@ def test_an_error_after_a_queued_stream_began_arrives_as_an_sse_error_the_sdk_ra
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(chat_as, gateway, "10.0.0.1")
-        time.sleep(0.2)
+        wait_until_upstream_saw(upstream, 1)  # the first is in service
         with pytest.raises(openai.APIError) as caught:
             for _ in client.chat.completions.create(**CHAT, stream=True, extra_headers={"x-forwarded-for": "10.0.0.3"}):
                 pass
@@ -162,7 +186,8 @@ def test_two_gateways_on_one_redis_serve_everyone_in_one_fair_order(start_gatewa
         gateway = first if i % 2 == 0 else second
         threads.append(threading.Thread(target=send, args=(gateway, f"10.1.0.{i}")))
         threads[-1].start()
-        time.sleep(0.06)  # distinct arrival times, alternating gateways
+        # The next arrives only once this one is in service or in the queue: one order, whichever gateway.
+        wait_until_taken_in(first, upstream, i + 1)
     for t in threads:
         t.join()
     assert [r.status_code for r in replies] == [200] * 8, "nobody got a 429 or an error from the gateways"
@@ -187,11 +212,11 @@ def test_a_killed_processs_ticket_does_not_block_the_queue(start_gateway, upstre
         wait_until_listening(f"http://127.0.0.1:{port}/health", doomed)
         with ThreadPoolExecutor(3) as pool:
             busy = pool.submit(chat_as, survivor, "10.2.0.1")
-            time.sleep(0.2)
+            wait_until_upstream_saw(upstream, 1)  # the first is in service
             doomed_call = pool.submit(
                 lambda: httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, timeout=10)
             )
-            time.sleep(0.3)  # its ticket is now at the head of the queue
+            wait_until_queued(survivor, 1)  # its ticket is now at the head of the queue
             doomed.send_signal(signal.SIGKILL)
             doomed.wait(timeout=10)
             with pytest.raises(httpx.HTTPError):
@@ -220,7 +245,7 @@ def test_queue_stats_report_the_queue_and_recent_waits(start_gateway, upstream):
     gateway = start_gateway(**QUEUE_ENV, USER_CONCURRENCY_LIMIT="5")
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(chat_as, gateway, f"10.4.0.{i}") for i in range(3)]
-        time.sleep(0.5)
+        wait_until_queued(gateway, 2)
         during = gateway.run(gateway.app.queue_stats())["gpt-4o-mini"]
         for f in futures:
             assert f.result().status_code == 200
@@ -235,10 +260,10 @@ def test_tokens_punishment_factor_lets_smaller_prompts_go_before_a_large_one(sta
     big = "word " * 8000  # ~10,000 tokens: ten request-slots of punishment
     with ThreadPoolExecutor(4) as pool:
         busy = pool.submit(chat_as, gateway, "10.5.0.1", user="busy")
-        time.sleep(0.15)
+        wait_until_upstream_saw(upstream, 1)
         large = pool.submit(chat_as, gateway, "10.5.0.2", user="large",
                             messages=[{"role": "user", "content": big}])
-        time.sleep(0.15)
+        wait_until_queued(gateway, 1)
         small = [pool.submit(chat_as, gateway, f"10.5.0.{3 + i}", user=f"small-{i}") for i in range(2)]
         for f in (busy, large, *small):
             assert f.result().status_code == 200
@@ -258,7 +283,7 @@ def test_a_spent_rate_limit_budget_holds_a_key_back_until_its_reset(store_url):
         pool = KeyPool(store, PoolSchema(f"pace-{time.monotonic_ns()}:"), lease_ttl_sec=30)
         await pool.register_configured(parse_keys("openai", ["sk-pace-key-0001"]))
         lease = await pool.lease_key("openai", "gpt-4o")
-        spent = RateBudget(requests_remaining=0, requests_reset_ms=int(time.time() * 1000) + 700)
+        spent = RateBudget(requests_remaining=0, requests_reset_in_ms=700)
         await pool.settle(lease, "gpt-4o", budget=spent)
         try:
             await pool.lease_key("openai", "gpt-4o")

@@ -163,17 +163,16 @@ def budget_from(
     left = _int(remaining)
     if left is None and _int(tokens_remaining) is None:
         return None
-    now_ms = time.time() * 1000
     requests_reset = -1
     if left is not None and full_reset_sec is not None:
-        requests_reset = int(now_ms + max(full_reset_sec, 0) * 1000)
+        requests_reset = int(max(full_reset_sec, 0) * 1000)
     tokens_left = _int(tokens_remaining)
     tokens_reset = -1
     if tokens_left is not None and tokens_full_reset_sec is not None:
-        tokens_reset = int(now_ms + max(tokens_full_reset_sec, 0) * 1000)
+        tokens_reset = int(max(tokens_full_reset_sec, 0) * 1000)
     return RateBudget(
         requests_remaining=left if left is not None else -1,
-        requests_reset_ms=requests_reset,
+        requests_reset_in_ms=requests_reset,
         tokens_remaining=tokens_left if tokens_left is not None else -1,
-        tokens_reset_ms=tokens_reset,
+        tokens_reset_in_ms=tokens_reset,
     )

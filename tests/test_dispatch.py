@@ -1,0 +1,200 @@
+"""Where a waiting ticket meets a free key: every change of a queue's head wakes the new head, on one clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import redis
+from processes import free_port, wait_until_listening
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chat(url: str, who: str, timeout: float = 60) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", json={**CHAT, "user": who},
+                      headers={"x-forwarded-for": who}, timeout=timeout)
+
+
+def wait_for(condition, what: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def store_ms(store: redis.Redis) -> int:
+    sec, usec = store.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def test_a_dead_ticket_purged_at_the_head_wakes_the_live_ticket_behind_it(start_gateway, upstream, store_url, tmp_path):
+    """A gateway stops renewing its ticket at the head; once that ticket has expired the live one behind is served
+    at once — not at its own slow re-check a whole ticket TTL later — and a newcomer is served after it."""
+    if not store_url:
+        pytest.skip("needs REDIS_URL: the stopped gateway and the survivor must share one queue")
+    env = {"OPENAI_KEY": "sk-slow-delay2000-0001", "KEY_CONCURRENCY": "1", "USER_CONCURRENCY_LIMIT": "5",
+           "QUEUE_TICKET_TTL_SEC": "3", "HEARTBEAT_INTERVAL_SEC": "30"}
+    survivor = start_gateway(**env)
+    prefix = survivor.app.settings.redis_prefix
+    store = redis.Redis.from_url(store_url)
+    queue, tickets = f"{prefix}queue:gpt-4o-mini", f"{prefix}tickets"
+    port = free_port()
+    stopped = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--host", "127.0.0.1"],
+        env={**os.environ, **env, "REDIS_URL": store_url, "REDIS_PREFIX": prefix, "OPENAI_BASE_URL": upstream.url,
+             "CHECK_KEYS": "false"},
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_listening(f"http://127.0.0.1:{port}/health", stopped)
+        with ThreadPoolExecutor(4) as pool:
+            busy = pool.submit(chat, survivor.url, "10.9.0.1")
+            wait_for(lambda: any('"user":"10.9.0.1"' in r["body"] for r in upstream.requests),
+                     "the first request never reached upstream")
+            pool.submit(chat, f"http://127.0.0.1:{port}", "10.9.0.2", 30)
+            wait_for(lambda: store.zcard(queue) == 1, "the stopped gateway's ticket never queued")
+            dead = store.zrange(queue, 0, 0)[0]
+            b_sent = time.monotonic()
+            live = pool.submit(chat, survivor.url, "10.9.0.3")
+            wait_for(lambda: store.zcard(queue) == 2, "the live ticket never queued behind the dead one")
+            joined_expiry = store.zscore(tickets, store.zrange(queue, 1, 1)[0])
+            # The live ticket re-checks a ticket TTL after its last try; the dead one must outlive that re-check,
+            # so it is stopped only once it was renewed a second after the live one joined.
+            wait_for(lambda: (store.zscore(tickets, dead) or 0) >= joined_expiry + 1000, "no renewal")
+            stopped.send_signal(signal.SIGSTOP)  # alive but silent: its ticket is no longer renewed
+            assert busy.result().status_code == 200  # the key is free now; the dead ticket still holds the head
+            wait_for(lambda: (store.zscore(tickets, dead) or 0) < store_ms(store), "the dead ticket never expired")
+            expired_after = time.monotonic() - b_sent
+            newcomer = pool.submit(chat, survivor.url, "10.9.0.4")
+            served = live.result()
+            assert served.status_code == 200
+            assert newcomer.result().status_code == 200
+        # Served as soon as the dead ticket expired, not a ticket TTL (3 s) later.
+        assert int(served.headers["x-queue-wait-ms"]) / 1000 < expired_after + 0.8
+        order = [r["body"].split('"user":"')[1].split('"')[0] for r in upstream.requests
+                 if r["path"] == "/v1/chat/completions"]
+        assert order == ["10.9.0.1", "10.9.0.3", "10.9.0.4"], order
+    finally:
+        stopped.kill()
+        stopped.wait(timeout=10)
+        store.close()
+
+
+def test_a_gateway_whose_clock_runs_two_minutes_ahead_neither_purges_live_tickets_nor_reaps_live_leases(
+    store_url, monkeypatch
+):
+    """Expiry is judged on the store's clock: a skewed gateway cannot take a key or a place that is still held."""
+    import asyncio
+    import types
+
+    from gateway.store import open_store
+    from keypool import KeyPool, NoKeyAvailable, PoolSchema, parse_keys
+    from queues.waiting import FamilyQueues, Place
+
+    ahead = types.SimpleNamespace(time=lambda: time.time() + 120, monotonic=time.monotonic, sleep=time.sleep)
+
+    async def refusal(pool: KeyPool) -> str:
+        try:
+            await pool.lease_key("openai", "gpt-4o")
+        except NoKeyAvailable as none:
+            return none.reason
+        return "leased"
+
+    async def scenario() -> tuple[str, int, str, str]:
+        store = open_store(store_url)
+        schema = PoolSchema(f"clock-{time.monotonic_ns()}:")
+        honest = KeyPool(store, schema, lease_ttl_sec=30, key_concurrency=1)
+        await honest.register_configured(parse_keys("openai", ["sk-clock-key-0001"]))
+        held = await honest.lease_key("openai", "gpt-4o")
+        line = FamilyQueues(store, honest, user_concurrency_limit=5, queue_timeout_sec=30,
+                            heartbeat_interval_sec=30, tokens_punishment_factor=0, ticket_ttl_sec=15)
+        await line.start()
+        queued = asyncio.Event()
+
+        async def on_wait(position: int) -> None:
+            queued.set()  # told its place: the ticket is in the queue
+
+        waiting = asyncio.create_task(line.acquire("openai", "gpt-4o", "alice", Place(), on_wait=on_wait))
+        queue = f"{schema.prefix}queue:gpt-4o"
+        await asyncio.wait_for(queued.wait(), 10)
+        # From here on the gateway's own clock (whatever reads `time.time`) is two minutes ahead.
+        for module in ("keypool.pool", "keypool.leases", "keypool.inventory", "queues.waiting"):
+            monkeypatch.setattr(f"{module}.time", ahead, raising=False)
+        skewed = KeyPool(store, schema, lease_ttl_sec=30, key_concurrency=1)
+        with_ticket = await refusal(skewed)
+        still_queued = int(await store.zcard(queue))
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        with_lease = await refusal(skewed)
+        await honest.settle(held, "gpt-4o")
+        after_settle = await refusal(skewed)
+        await line.stop()
+        await store.aclose()
+        return with_ticket, still_queued, with_lease, after_settle
+
+    with_ticket, still_queued, with_lease, after_settle = asyncio.run(scenario())
+    assert (with_ticket, still_queued) == ("queued", 1)  # the live ticket keeps its place
+    assert with_lease == "unavailable"  # the live lease keeps its key
+    assert after_settle == "leased"
+
+
+def test_a_lease_does_the_same_work_with_a_thousand_keys_as_with_ten(store_url):
+    """The candidate sets: leasing reads the head of a sorted set, it does not walk the pool.
+
+    Counted as the commands Redis ran (its own `INFO commandstats`, scripts' inner calls included),
+    not as time: the same 40 leases and settlements with 10 and with 1,000 keys run as many commands.
+    """
+    if not store_url:
+        pytest.skip("counts commands with the real Redis's INFO commandstats; the embedded store has none")
+    import asyncio
+
+    from gateway.store import open_store
+    from keypool import KeyPool, PoolSchema, parse_keys
+
+    async def commands_for(size: int) -> int:
+        store = open_store(store_url)
+        pool = KeyPool(store, PoolSchema(f"size-{size}-{time.monotonic_ns()}:"), lease_ttl_sec=30)
+        await pool.register_configured(parse_keys("openai", [f"sk-size-{size}-{i:05d}" for i in range(size)]))
+        await pool.settle(await pool.lease_key("openai", "gpt-4o"), "gpt-4o")  # the scripts are loaded now
+        await store.config_resetstat()
+        for _ in range(40):
+            await pool.settle(await pool.lease_key("openai", "gpt-4o"), "gpt-4o")
+        stats = await store.info("commandstats")
+        await store.aclose()
+        return sum(int(v["calls"]) for name, v in stats.items() if name not in ("cmdstat_info", "cmdstat_config"))
+
+    small, large = asyncio.run(commands_for(10)), asyncio.run(commands_for(1000))
+    assert large == small, (small, large)
+
+
+def test_every_operator_change_of_a_key_is_seen_by_the_next_lease(start_gateway, upstream):
+    """Disable, enable, remove and add through the admin API: the candidate sets follow each at once."""
+    gateway = start_gateway(OPENAI_KEY="sk-refile-a-0001,sk-refile-b-0002", ADMIN_KEY="admin-secret")
+    admin = httpx.Client(base_url=gateway.url + "/admin", headers={"authorization": "Bearer admin-secret"})
+    ids = {k["key"][-4:]: k["id"] for k in admin.get("/keys").json()["keys"]}
+
+    def keys_used_by(n: int) -> set[str]:
+        before = len(upstream.requests)
+        for i in range(n):
+            assert chat(gateway.url, f"10.8.0.{i}").status_code == 200
+        return {r["key"][-4:] for r in upstream.requests[before:] if r["path"] == "/v1/chat/completions"}
+
+    assert keys_used_by(4) == {"0001", "0002"}
+    assert admin.post(f"/keys/{ids['0001']}/disable").status_code == 200
+    assert keys_used_by(4) == {"0002"}
+    assert admin.post(f"/keys/{ids['0001']}/enable").status_code == 200
+    assert admin.delete(f"/keys/{ids['0002']}").status_code == 200
+    assert keys_used_by(4) == {"0001"}
+    assert admin.post("/keys", json={"provider": "openai", "keys": ["sk-refile-c-0003"]}).status_code == 201
+    assert admin.post(f"/keys/{ids['0001']}/disable").status_code == 200
+    assert keys_used_by(4) == {"0003"}
+    assert admin.post(f"/keys/{ids['0001']}/enable").status_code == 200
+    assert keys_used_by(4) == {"0001", "0003"}
+    admin.close()
