@@ -82,7 +82,8 @@ class ClientLink:
 
     async def end_stream_with_error(self, error_body: bytes) -> None:
         if self._responses_api:
-            # sequence 0: only a stream with no upstream event yet (a queued one) is ended here
+            # Numbered from 0: the streams ended here (queued ones) have carried no upstream event. An unforeseen
+            # failure after upstream events would repeat their numbers; the SDKs do not check them.
             event = failure_events(error_body, model=self._responses_model, first_sequence_number=0)
         elif self.dialect == ANTHROPIC:
             event = b"event: error\ndata: " + _one_line(error_body) + b"\n\n"

@@ -68,3 +68,14 @@ def test_on_render_the_platform_proxy_is_trusted() -> None:
 
     assert guesses == [401, 401]
     assert someone_else == 200
+
+
+def test_a_proxy_named_in_forwarded_allow_ips_names_the_client() -> None:
+    with served({"FORWARDED_ALLOW_IPS": "127.0.0.0/8"}) as url:
+        guesses = [admin_keys(url, "wrong", "203.0.113.1") for _ in range(2)]
+        someone_else = admin_keys(url, ADMIN_KEY, "198.51.100.7")
+        the_guesser = admin_keys(url, ADMIN_KEY, "203.0.113.1")
+
+    assert guesses == [401, 401]
+    assert someone_else == 200
+    assert the_guesser == 429
