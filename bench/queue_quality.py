@@ -68,12 +68,13 @@ def measure_queue_quality(*, keys: int, rpm: int, identities: int, seconds: floa
         async def run() -> list[dict[str, Any]]:
             import redis.asyncio as aioredis
 
+            from dispatch import Dispatcher
             from keypool import KeyPool, PoolSchema
             from queues.waiting import FamilyQueues
 
             store = aioredis.Redis.from_url(f"redis://127.0.0.1:{redis.port}/0")
-            pool = KeyPool(store, PoolSchema("poolgate:"), 60)
-            queues = FamilyQueues(store, pool, user_concurrency_limit=0, queue_timeout_sec=1,
+            dispatcher = Dispatcher(KeyPool(store, PoolSchema("poolgate:")), 60)
+            queues = FamilyQueues(store, dispatcher, user_concurrency_limit=0, queue_timeout_sec=1,
                                   heartbeat_interval_sec=1, tokens_punishment_factor=0)
             try:
                 return await offer_load(gateway.url, queues.stats, identities, overload * keys * rpm / 60,

@@ -18,6 +18,7 @@ from typing import Any
 from litestar import Litestar, Request, get
 from litestar.exceptions import NotFoundException
 
+from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
 from gateway.client_link import ClientLink
@@ -49,6 +50,7 @@ class PoolgateApp:
         self.settings = settings
         self.store: Any = None
         self.pool: KeyPool | None = None
+        self.dispatch: Dispatcher | None = None
         self.key_checks: KeyChecks = KeyChecksOff()
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
@@ -93,16 +95,17 @@ class PoolgateApp:
         s = self.settings
         self.started_at = time.time()
         self.store = open_store(s.redis_url)
-        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix), s.lease_ttl_sec, key_concurrency=s.key_concurrency,
-                            scripts=open_script_runner(s.redis_url, self.store))
+        self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix))
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
         await self.key_registration.register()
-        self.pool.keeper.start()
+        self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency,
+                                   scripts=open_script_runner(s.redis_url, self.store))
+        self.dispatch.keeper.start()
         # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
         self.key_checks = build_key_checks(s, self.store)
-        self.pool.on_retired = self.key_checks.retired
+        self.dispatch.on_retired = self.key_checks.retired
         self.key_registration.on_registered_again = self.key_checks.request
         await self.key_checks.start()
         self.key_registration.start()
@@ -113,7 +116,7 @@ class PoolgateApp:
         self._clients = {name: UpstreamClient(timeout_sec=s.upstream_timeout_sec) for name in providers}
         self.queues = FamilyQueues(
             self.store,
-            self.pool,
+            self.dispatch,
             user_concurrency_limit=s.user_concurrency_limit,
             queue_timeout_sec=s.queue_timeout_sec,
             heartbeat_interval_sec=s.heartbeat_interval_sec,
@@ -122,7 +125,7 @@ class PoolgateApp:
         )
         await self.queues.start()
         relay = Relay(
-            self.pool,
+            self.dispatch,
             self.queues,
             providers,  # type: ignore[arg-type]
             self._clients,
@@ -158,12 +161,12 @@ class PoolgateApp:
         await self.key_checks.stop()
         if self.queues is not None:
             await self.queues.stop()
-        if self.pool is not None:
-            await self.pool.keeper.stop()
+        if self.dispatch is not None:
+            await self.dispatch.keeper.stop()
         for client in self._clients.values():
             await client.aclose()
-        if self.pool is not None and self.pool.scripts is not self.store:
-            await self.pool.scripts.aclose()
+        if self.dispatch is not None and self.dispatch.scripts is not self.store:
+            await self.dispatch.scripts.aclose()
         if self.store is not None:
             await self.store.aclose()
 

@@ -20,13 +20,14 @@ from typing import Any
 
 import httpx
 
+from dispatch import Dispatcher
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers import KeyVerdict, Provider, scrub_secret, scrubber_for
 from gateway.settlement import LeaseHold
 from gateway.upstream_client import UpstreamClient, read_body
 from gateway.validation import UpstreamCall
-from keypool import FAILED, OK, KeyLease, KeyPool, RateBudget
+from keypool import FAILED, OK, KeyLease, RateBudget
 from queues.waiting import FamilyQueues, Place
 
 log = logging.getLogger("poolgate.relay")
@@ -59,7 +60,7 @@ class UpstreamReply:
 class Relay:
     def __init__(
         self,
-        pool: KeyPool,
+        pool: Dispatcher,
         queues: FamilyQueues,
         providers: dict[str, Provider],
         clients: dict[str, UpstreamClient],

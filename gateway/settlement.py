@@ -12,13 +12,14 @@ import asyncio
 import logging
 from typing import Any
 
-from keypool import FAILED, OK, KeyLease, KeyPool, RateBudget, Usage
+from dispatch import Dispatcher
+from keypool import FAILED, OK, KeyLease, RateBudget, Usage
 
 log = logging.getLogger("poolgate.settle")
 
 
 async def settle_usage(
-    pool: KeyPool, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None
+    pool: Dispatcher, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None
 ) -> None:
     """Also records the key's rate-limit budget the reply reported, which paces the key from now on."""
     try:
@@ -34,7 +35,7 @@ class LeaseHold:
     uncounted. A second settlement is a no-op, so every path may settle without counting twice.
     """
 
-    def __init__(self, pool: KeyPool, lease: KeyLease, family: str) -> None:
+    def __init__(self, pool: Dispatcher, lease: KeyLease, family: str) -> None:
         self.pool = pool
         self.lease = lease
         self.family = family

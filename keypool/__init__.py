@@ -1,4 +1,4 @@
-"""The key pool: keys and their state, selection and leases, cooldowns."""
+"""The key pool: keys and their state (health, cooldowns, pacing), filed as lease candidates."""
 
 from keypool.keys import ConfiguredKey, mask_secret, parse_keys
 from keypool.pool import (
@@ -9,7 +9,6 @@ from keypool.pool import (
     REVOKED,
     KeyLease,
     KeyPool,
-    NoKeyAvailable,
     RateBudget,
     Usage,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "ConfiguredKey",
     "KeyLease",
     "KeyPool",
-    "NoKeyAvailable",
     "PoolSchema",
     "RateBudget",
     "Usage",

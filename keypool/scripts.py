@@ -14,6 +14,6 @@ _HERE = Path(__file__).parent
 
 
 @cache
-def script_source(name: str) -> str:
-    """The text of `keypool/{name}`, prefixed with the candidate library."""
-    return (_HERE / "candidates.lua").read_text() + "\n" + (_HERE / name).read_text()
+def script_source(name: str, folder: Path = _HERE) -> str:
+    """The text of `{folder}/{name}` (default: keypool's own), prefixed with the candidate library."""
+    return (_HERE / "candidates.lua").read_text() + "\n" + (folder / name).read_text()

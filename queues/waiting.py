@@ -2,14 +2,15 @@
 
 The queue lives in Redis, so its order is global across every gateway process;
 the waiting happens in the process that holds the client's connection. Waiting
-is driven by events: when a key is released, `settle_lease.lua` publishes the
-ticket at the head of each queue that key serves, and only that ticket's
-process tries to claim it (one atomic claim-and-lease, `lease_key.lua`). When
-the head learns that the keys are resting until a known time, it sets a timer
-for that moment. Two slow safety re-checks cover what no event announces: the
-head re-checks every heartbeat (a lost wake-up message), everyone else once per
-ticket TTL (a dead process's ticket ahead of them that expired while no key was
-released).
+is driven by events: when a key is released, the dispatch room
+(`dispatch/settle_lease.lua`) publishes the ticket at the head of each queue
+that key serves, and only that ticket's process tries to claim it (one atomic
+claim-and-lease, `dispatch/lease_key.lua`); whoever drops a dead head wakes the
+new one. When the head learns that the keys are resting until a known time, it
+sets a timer for that moment, and the next in line one for when the head's
+ticket would expire. Two slow safety re-checks cover what no event announces:
+the head re-checks every heartbeat (a lost wake-up message), everyone else once
+per ticket TTL.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keypool import KeyLease, KeyPool, NoKeyAvailable
+from dispatch import Dispatcher, NoKeyAvailable
+from keypool import KeyLease
 from keypool.leases import LeaseKeeper
 from queues.schema import QueueSchema
 
@@ -73,7 +75,7 @@ class FamilyQueues:
     def __init__(
         self,
         redis: Any,
-        pool: KeyPool,
+        dispatcher: Dispatcher,
         *,
         user_concurrency_limit: int,
         queue_timeout_sec: float,
@@ -82,15 +84,15 @@ class FamilyQueues:
         ticket_ttl_sec: float = 15.0,
     ) -> None:
         self._redis = redis
-        self._pool = pool
-        self.schema: QueueSchema = pool.queue_schema
+        self._dispatch = dispatcher
+        self.schema = QueueSchema(dispatcher.schema.prefix)
         self._limit = user_concurrency_limit
         self._timeout = queue_timeout_sec
         self._heartbeat = heartbeat_interval_sec
         self._punishment = tokens_punishment_factor
         self._ticket_ttl_ms = int(ticket_ttl_sec * 1000)  # a crashed process's tickets leave the head within this
-        self._enqueue = pool.scripts.register_script((_HERE / "enqueue.lua").read_text())
-        self._leave = pool.scripts.register_script((_HERE / "leave.lua").read_text())
+        self._enqueue = dispatcher.scripts.register_script((_HERE / "enqueue.lua").read_text())
+        self._leave = dispatcher.scripts.register_script((_HERE / "leave.lua").read_text())
         self._waiters: dict[str, asyncio.Event] = {}
         self._tickets = LeaseKeeper(redis, self.schema.tickets, ticket_ttl_sec)
         self._listener: asyncio.Task[None] | None = None
@@ -146,7 +148,7 @@ class FamilyQueues:
         asked for only when the request has to wait.
         """
         try:
-            lease = await self._pool.lease_key(provider, family)
+            lease = await self._dispatch.lease_key(provider, family)
             place.arrived_ms = place.arrived_ms or lease.leased_at_ms
             return lease
         except NoKeyAvailable as none:
@@ -185,7 +187,7 @@ class FamilyQueues:
             while True:
                 woken.clear()  # before trying: a wake-up that lands during the attempt is kept
                 try:
-                    lease = await self._pool.lease_key(provider, family, ticket=ticket)
+                    lease = await self._dispatch.lease_key(provider, family, ticket=ticket)
                     place.waited_ms += int((time.monotonic() - started) * 1000)
                     return lease
                 except NoKeyAvailable as none:
@@ -294,7 +296,7 @@ class FamilyQueues:
         now_ms = int(replies[0][0]) * 1000 + int(replies[0][1]) // 1000
         results = replies[1:]
         if keys is None and any(int(results[3 * i]) for i in range(len(families))):
-            keys = await self._pool.describe_keys()
+            keys = await self._dispatch.pool.describe_keys()
         stats = {}
         for i, family in enumerate(families):
             in_queue, served, waits = results[3 * i : 3 * i + 3]

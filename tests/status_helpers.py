@@ -88,7 +88,7 @@ def upstream_rests(gateway: Any, secret: str, seconds: float = 300.0) -> None:
     """
     from keypool.pool import RATE_LIMITED
 
-    pool = gateway.app.pool
+    pool = gateway.app.dispatch
     others = tuple(k["id"] for k in gateway.keys() if not k["key"].endswith(secret[-4:]))
 
     async def rest() -> None:

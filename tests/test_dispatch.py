@@ -94,13 +94,14 @@ def test_a_gateway_whose_clock_runs_two_minutes_ahead_neither_purges_live_ticket
     import asyncio
     import types
 
+    from dispatch import Dispatcher, NoKeyAvailable
     from gateway.store import open_store
-    from keypool import KeyPool, NoKeyAvailable, PoolSchema, parse_keys
+    from keypool import KeyPool, PoolSchema, parse_keys
     from queues.waiting import FamilyQueues, Place
 
     ahead = types.SimpleNamespace(time=lambda: time.time() + 120, monotonic=time.monotonic, sleep=time.sleep)
 
-    async def refusal(pool: KeyPool) -> str:
+    async def refusal(pool: Dispatcher) -> str:
         try:
             await pool.lease_key("openai", "gpt-4o")
         except NoKeyAvailable as none:
@@ -110,8 +111,8 @@ def test_a_gateway_whose_clock_runs_two_minutes_ahead_neither_purges_live_ticket
     async def scenario() -> tuple[str, int, str, str]:
         store = open_store(store_url)
         schema = PoolSchema(f"clock-{time.monotonic_ns()}:")
-        honest = KeyPool(store, schema, lease_ttl_sec=30, key_concurrency=1)
-        await honest.register_configured(parse_keys("openai", ["sk-clock-key-0001"]))
+        honest = Dispatcher(KeyPool(store, schema), lease_ttl_sec=30, key_concurrency=1)
+        await honest.pool.register_configured(parse_keys("openai", ["sk-clock-key-0001"]))
         held = await honest.lease_key("openai", "gpt-4o")
         line = FamilyQueues(store, honest, user_concurrency_limit=5, queue_timeout_sec=30,
                             heartbeat_interval_sec=30, tokens_punishment_factor=0, ticket_ttl_sec=15)
@@ -125,9 +126,9 @@ def test_a_gateway_whose_clock_runs_two_minutes_ahead_neither_purges_live_ticket
         queue = f"{schema.prefix}queue:gpt-4o"
         await asyncio.wait_for(queued.wait(), 10)
         # From here on the gateway's own clock (whatever reads `time.time`) is two minutes ahead.
-        for module in ("keypool.pool", "keypool.leases", "keypool.inventory", "queues.waiting"):
+        for module in ("dispatch.dispatcher", "keypool.pool", "keypool.leases", "keypool.inventory", "queues.waiting"):
             monkeypatch.setattr(f"{module}.time", ahead, raising=False)
-        skewed = KeyPool(store, schema, lease_ttl_sec=30, key_concurrency=1)
+        skewed = Dispatcher(KeyPool(store, schema), lease_ttl_sec=30, key_concurrency=1)
         with_ticket = await refusal(skewed)
         still_queued = int(await store.zcard(queue))
         waiting.cancel()
@@ -155,13 +156,14 @@ def test_a_lease_does_the_same_work_with_a_thousand_keys_as_with_ten(store_url):
         pytest.skip("counts commands with the real Redis's INFO commandstats; the embedded store has none")
     import asyncio
 
+    from dispatch import Dispatcher
     from gateway.store import open_store
     from keypool import KeyPool, PoolSchema, parse_keys
 
     async def commands_for(size: int) -> int:
         store = open_store(store_url)
-        pool = KeyPool(store, PoolSchema(f"size-{size}-{time.monotonic_ns()}:"), lease_ttl_sec=30)
-        await pool.register_configured(parse_keys("openai", [f"sk-size-{size}-{i:05d}" for i in range(size)]))
+        pool = Dispatcher(KeyPool(store, PoolSchema(f"size-{size}-{time.monotonic_ns()}:")), lease_ttl_sec=30)
+        await pool.pool.register_configured(parse_keys("openai", [f"sk-size-{size}-{i:05d}" for i in range(size)]))
         await pool.settle(await pool.lease_key("openai", "gpt-4o"), "gpt-4o")  # the scripts are loaded now
         await store.config_resetstat()
         for _ in range(40):

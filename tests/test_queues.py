@@ -275,13 +275,14 @@ def test_a_spent_rate_limit_budget_holds_a_key_back_until_its_reset(store_url):
     """Pacing: a key upstream said is out of requests is not offered before the reset it gave."""
     import asyncio
 
+    from dispatch import Dispatcher, NoKeyAvailable
     from gateway.store import open_store
-    from keypool import KeyPool, NoKeyAvailable, PoolSchema, RateBudget, parse_keys
+    from keypool import KeyPool, PoolSchema, RateBudget, parse_keys
 
     async def scenario() -> tuple[str, float, bool]:
         store = open_store(store_url)
-        pool = KeyPool(store, PoolSchema(f"pace-{time.monotonic_ns()}:"), lease_ttl_sec=30)
-        await pool.register_configured(parse_keys("openai", ["sk-pace-key-0001"]))
+        pool = Dispatcher(KeyPool(store, PoolSchema(f"pace-{time.monotonic_ns()}:")), lease_ttl_sec=30)
+        await pool.pool.register_configured(parse_keys("openai", ["sk-pace-key-0001"]))
         lease = await pool.lease_key("openai", "gpt-4o")
         spent = RateBudget(requests_remaining=0, requests_reset_in_ms=700)
         await pool.settle(lease, "gpt-4o", budget=spent)

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from dispatch import Dispatcher
 from fake_upstream import run_mock_upstream_in_thread
 from gateway.store import open_store
 from keypool import KeyPool, PoolSchema, parse_keys
@@ -62,13 +63,13 @@ def test_streams_are_relayed_as_they_are_produced_not_buffered(start_gateway, sl
 def test_a_lease_held_by_a_crashed_process_expires(store_url):
     async def scenario():
         store = open_store(store_url)
-        pool = KeyPool(store, PoolSchema(f"crash-{time.monotonic_ns()}:"), lease_ttl_sec=0.3)
-        await pool.register_configured(parse_keys("openai", ["sk-crash-key-0001"]))
+        pool = Dispatcher(KeyPool(store, PoolSchema(f"crash-{time.monotonic_ns()}:")), lease_ttl_sec=0.3)
+        await pool.pool.register_configured(parse_keys("openai", ["sk-crash-key-0001"]))
         await pool.lease_key("openai", "gpt-4o")  # the holder "crashes": it never renews nor settles
-        assert (await pool.describe_keys())[0]["inflight"] == 1
+        assert (await pool.pool.describe_keys())[0]["inflight"] == 1
         await asyncio.sleep(0.5)
         await pool.lease_key("openai", "gpt-4o")  # any later lease reaps what expired
-        inflight = (await pool.describe_keys())[0]["inflight"]
+        inflight = (await pool.pool.describe_keys())[0]["inflight"]
         await store.aclose()
         return inflight
 
@@ -78,13 +79,13 @@ def test_a_lease_held_by_a_crashed_process_expires(store_url):
 def test_a_renewed_lease_outlives_its_ttl(store_url):
     async def scenario():
         store = open_store(store_url)
-        pool = KeyPool(store, PoolSchema(f"renew-{time.monotonic_ns()}:"), lease_ttl_sec=0.3)
-        await pool.register_configured(parse_keys("openai", ["sk-renew-key-0001"]))
+        pool = Dispatcher(KeyPool(store, PoolSchema(f"renew-{time.monotonic_ns()}:")), lease_ttl_sec=0.3)
+        await pool.pool.register_configured(parse_keys("openai", ["sk-renew-key-0001"]))
         pool.keeper.start()
         lease = await pool.lease_key("openai", "gpt-4o")
         await asyncio.sleep(0.8)
         await pool.lease_key("openai", "gpt-4o")
-        inflight = (await pool.describe_keys())[0]["inflight"]
+        inflight = (await pool.pool.describe_keys())[0]["inflight"]
         await pool.settle(lease, "gpt-4o")
         await pool.keeper.stop()
         await store.aclose()
