@@ -87,7 +87,8 @@ def test_after_redis_restarts_empty_every_gateway_serves_again(
 def test_a_lone_gateway_repopulates_the_store_without_being_asked(
     start_gateway: Callable[..., Any], restartable_redis: OwnRedis
 ) -> None:
-    """No request and no admin call after the restart: the gateway notices on its own, within seconds."""
+    """No proxied request after the restart, only admin reads (which register nothing): the gateway notices on
+    its own, within seconds."""
     gateway = start_gateway(REDIS_URL=restartable_redis.url_for_db(3), OPENAI_KEY="sk-alone-0004", ADMIN_KEY=ADMIN_KEY)
     restartable_redis.kill()
     restartable_redis.start()
