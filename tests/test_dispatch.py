@@ -206,7 +206,8 @@ class OneAtATime:
     """An OpenAI upstream whose key takes one request at a time and refuses any other with a 429
     (`retry-after: 1`, and the precise `x-ratelimit-reset-requests` a fraction beyond it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 1) -> None:
+        self.limit = limit  # 0: it refuses everything
         self.in_flight = 0
         self.statuses: list[int] = []
 
@@ -221,7 +222,7 @@ class OneAtATime:
             return
         while (await receive()).get("more_body"):
             pass
-        if self.in_flight >= 1:
+        if self.in_flight >= self.limit:
             self.statuses.append(429)
             status, headers = 429, [(b"retry-after", b"1"), (b"x-ratelimit-reset-requests", b"1.3s")]
             body = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
@@ -263,3 +264,20 @@ def test_a_key_that_takes_one_request_at_a_time_is_learned_and_waiters_go_back_o
         assert refused <= 9 + 2, limited.statuses
     finally:
         stop()
+
+
+def test_a_429_rests_the_key_until_the_most_precise_reset_the_reply_gives(start_gateway, upstream):
+    """`retry-after: 1` is the reset rounded down; `x-ratelimit-reset-requests: 1.3s` says it precisely."""
+    from conftest import _serve_in_thread
+
+    url, _, stop = _serve_in_thread(OneAtATime(limit=0))
+    try:
+        gateway = start_gateway(OPENAI_KEY="sk-precise-0001", OPENAI_BASE_URL=url, MAX_KEY_ATTEMPTS="1",
+                                UPSTREAM_RETRIES="0")
+        sent_ms = time.time() * 1000
+        refused = chat(gateway.url, "10.7.1.1")
+        assert refused.status_code == 502  # its one attempt met the 429
+        rest_ms = gateway.key_status("sk-precise-0001")["cooldown_until_ms"] - sent_ms
+    finally:
+        stop()
+    assert 1300 <= rest_ms < 2300, rest_ms
