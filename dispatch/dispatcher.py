@@ -25,9 +25,9 @@ from keypool.pool import OVER_QUOTA, REVOKED
 from keypool.scripts import script_source
 
 _HERE = Path(__file__).parent
-# Additive increase of a key's learned concurrency per reply served at it: five such replies
+# Additive increase of a key's learned concurrency per reply served at it: ten such replies
 # try one more request at once. Slow, because each probe past the true limit costs a 429.
-LIMIT_STEP = 0.2
+LIMIT_STEP = 0.1
 
 
 class NoKeyAvailable(Exception):

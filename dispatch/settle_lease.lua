@@ -6,6 +6,7 @@
 -- Times are the store's: a cooldown and a budget's reset arrive as durations.
 -- Adaptive concurrency (AIMD): a 429 halves the number of requests the key is given at
 -- once (`limit`, from how many were in flight); replies served at that limit raise it slowly.
+-- A 429 rests the key only when it was the key's one request in flight.
 --
 -- KEYS[1]  the key's hash                    ({prefix}key:{id})
 -- KEYS[2]  the lease expiry set              ({prefix}leases)
@@ -71,16 +72,20 @@ if not status then return false end
 local outcome = a.outcome
 if status ~= 'disabled' then
   if outcome == 'rate_limited' and status ~= 'revoked' and status ~= 'over_quota' then
-    local till = now + a.cooldown_ms
-    local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until')) or 0
-    if till > current then redis.call('HSET', KEYS[1], 'cooldown_until', till) end
-    status = 'cooling_down'
-    redis.call('HSET', KEYS[1], 'status', status)
     -- Multiplicative decrease: upstream refused at this many in flight, so half of it (at least one).
     local limit = tonumber(redis.call('HGET', KEYS[1], 'limit')) or 0
     local seen = in_flight_with_it
     if limit >= 1 then seen = math.min(seen, limit) end
     redis.call('HSET', KEYS[1], 'limit', math.max(1, math.floor(seen / 2)))
+    -- Refused while others were in flight on it: too many at once, and the others are still being
+    -- served, so the smaller limit is the answer. Refused alone: a budget is spent, so it rests.
+    if in_flight_with_it <= 1 then
+      local till = now + a.cooldown_ms
+      local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until')) or 0
+      if till > current then redis.call('HSET', KEYS[1], 'cooldown_until', till) end
+      status = 'cooling_down'
+      redis.call('HSET', KEYS[1], 'status', status)
+    end
   elseif outcome == 'over_quota' or outcome == 'revoked' then
     status = outcome
     redis.call('HSET', KEYS[1], 'status', status, 'status_reason', a.reason)
