@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -109,4 +110,44 @@ def measure_queue_quality(*, keys: int, rpm: int, identities: int, seconds: floa
         "max_wait_sec": round(max(r["waited_sec"] for r in results), 2) if results else None,
         "waits_estimated": len(errors),
         "median_estimate_error": round(statistics.median(errors), 3) if errors else None,
+    }
+
+
+def measure_concurrency_limited(*, keys: int, identities: int, seconds: float, overload: float = 2.0
+                                ) -> dict[str, Any]:
+    """Keys that take one request at a time (`bench/limited_upstream.py`), twice their capacity offered.
+
+    Capacity is one request per key per upstream latency; a pool that sends every waiter to a key
+    the moment it rests no more spends its capacity on 429s.
+    """
+    from bench.limited_upstream import LATENCY_SEC
+
+    with Services() as services:
+        redis = services.redis()
+        upstream = services.start("limited-upstream", [
+            sys.executable, "-m", "uvicorn", "bench.limited_upstream:app", "--host", "127.0.0.1", "--port", "{port}",
+            "--no-access-log", "--log-level", "warning"], cpu=services.other_cpu, ready_path=None)
+        pool_keys = [f"sk-bench-one-at-a-time-{i:04d}" for i in range(keys)]
+        gateway = services.poolgate(redis, upstream, pool_keys, pinned=False, GATEKEEPER="none",
+                                    USER_CONCURRENCY_LIMIT="1000", QUEUE_TIMEOUT_SEC="900", CHECK_KEYS="false",
+                                    MAX_KEY_ATTEMPTS="50", UPSTREAM_RETRIES="0")
+
+        async def no_stats() -> dict[str, Any]:
+            return {}
+
+        capacity_per_sec = keys / LATENCY_SEC
+        began = time.time()
+        results = asyncio.run(offer_load(gateway.url, no_stats, identities, overload * capacity_per_sec, seconds,
+                                         "gpt-4o-mini"))
+        upstream_stats = httpx.get(upstream.url + "/_stats").json()
+    served_in_window = sum(1 for t in upstream_stats["served_at"] if t - began < seconds)
+    served = len(upstream_stats["served_at"])
+    return {
+        "keys": keys, "concurrency_per_key": 1, "latency_sec": LATENCY_SEC, "identities": identities,
+        "seconds": seconds, "overload": overload, "offered": len(results),
+        "capacity_used": round(served_in_window / (capacity_per_sec * seconds), 3),
+        "upstream_requests": served + upstream_stats["refused"],
+        "upstream_429s": upstream_stats["refused"],
+        "client_errors": sum(1 for r in results if r["status"] != 200),
+        "median_wait_sec": round(statistics.median(r["waited_sec"] for r in results), 2) if results else None,
     }

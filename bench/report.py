@@ -117,6 +117,9 @@ def problems(report: dict[str, Any]) -> list[str]:
     for size, result in (_get(report, "pool_size", "sizes") or {}).items():
         if result["errors"] or not result["requests_per_sec"]:
             found.append(f"pool size {size}: {result['errors']} errors ({result['first_error']})")
+    limited = report.get("queue_concurrency")
+    if limited and (limited["client_errors"] or not limited["offered"]):
+        found.append(f"queue with concurrency-limited keys: {limited['client_errors']} client errors")
     queue = report.get("queue")
     if queue and (queue["client_errors"] or not queue["offered"]):
         found.append(f"queue: {queue['client_errors']} client errors of {queue['offered']} requests")
@@ -167,6 +170,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += _streaming_section(report.get("streaming"))
     lines += _many_streams_section(report.get("many_streams"))
     lines += _queue_section(report.get("queue"))
+    lines += _concurrency_section(report.get("queue_concurrency"))
     lines += _pool_size_section(report.get("pool_size"))
     found = problems(report)
     if found:
@@ -271,6 +275,21 @@ def _queue_section(queue: dict[str, Any] | None) -> list[str]:
                   str(queue["client_errors"]), f"{queue['jain_index_served']:.3f}", f"{queue['median_wait_sec']} s",
                   f"{queue['max_wait_sec']} s",
                   f"{error:.1%} (of {queue['waits_estimated']} waits ≥ 1 s)" if error is not None else "–"]]),
+        "",
+    ]
+
+
+def _concurrency_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    return [
+        "## Queue with concurrency-limited keys", "",
+        f"{phase['keys']} keys the upstream lets take one request at a time ({phase['latency_sec']} s each, "
+        f"a 429 for any more); {phase['identities']} identities offer {phase['overload']:g}× the capacity for "
+        f"{phase['seconds']:g} s ({phase['offered']} requests).", "",
+        *_table(["capacity used", "upstream 429s", "client errors", "median wait"],
+                [[f"{phase['capacity_used']:.0%}", f"{phase['upstream_429s']} of {phase['upstream_requests']}",
+                  str(phase["client_errors"]), f"{phase['median_wait_sec']} s"]]),
         "",
     ]
 

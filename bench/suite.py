@@ -8,7 +8,8 @@
 3. Many streams: N slow streams through poolgate at once, its memory meanwhile
    and whether any stream stalled.
 4. Queue quality: `bench.queue_quality`.
-5. Pool size: `bench.pool_size`, requests/s with 2 to 20,000 keys in the pool.
+5. Queue with concurrency-limited keys: `bench.queue_quality.measure_concurrency_limited`.
+6. Pool size: `bench.pool_size`, requests/s with 2 to 20,000 keys in the pool.
 
 Every number that compares two servers is taken in the same run.
 """
@@ -26,7 +27,7 @@ from typing import Any
 from bench import litellm_proxy
 from bench.load import closed_loop, many_streams, request_bytes, stream_one_by_one, summary_ms
 from bench.pool_size import measure_pool_size
-from bench.queue_quality import measure_queue_quality
+from bench.queue_quality import measure_concurrency_limited, measure_queue_quality
 from bench.services import PROXY_KEY, Service, Services, free_port, pin_this_process
 
 MODEL = "gpt-4o"
@@ -51,14 +52,18 @@ class Plan:
     queue_seconds: float
     pool_sizes: tuple[int, ...]
     pool_size_seconds: float
+    limited_keys: int
+    limited_seconds: float
 
 
 FULL = Plan(rounds=3, seconds_at_32=8, requests_at_1=2000, streams_one_by_one=150, tokens_per_stream=20,
             many_streams=1000, slow_stream_seconds=10, queue_keys=4, queue_rpm=20, queue_identities=8,
-            queue_seconds=120, pool_sizes=(2, 200, 2000, 20000), pool_size_seconds=8)
+            queue_seconds=120, pool_sizes=(2, 200, 2000, 20000), pool_size_seconds=8,
+            limited_keys=2, limited_seconds=20)
 SMOKE = Plan(rounds=1, seconds_at_32=0.5, requests_at_1=50, streams_one_by_one=5, tokens_per_stream=5,
              many_streams=50, slow_stream_seconds=1.5, queue_keys=2, queue_rpm=30, queue_identities=3,
-             queue_seconds=4, pool_sizes=(2, 200), pool_size_seconds=0.5)
+             queue_seconds=4, pool_sizes=(2, 200), pool_size_seconds=0.5,
+             limited_keys=1, limited_seconds=2)
 
 
 @dataclass
@@ -241,4 +246,9 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             f"{plan.queue_seconds:g} s at twice the capacity")
         report["queue"] = measure_queue_quality(keys=plan.queue_keys, rpm=plan.queue_rpm,
                                                 identities=plan.queue_identities, seconds=plan.queue_seconds)
+    if "queue_concurrency" in only:
+        log(f"queue with concurrency-limited keys: {plan.limited_keys} keys taking one request at a time, "
+            f"{plan.queue_identities} identities, {plan.limited_seconds:g} s at twice the capacity")
+        report["queue_concurrency"] = measure_concurrency_limited(
+            keys=plan.limited_keys, identities=plan.queue_identities, seconds=plan.limited_seconds)
     return report

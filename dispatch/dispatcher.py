@@ -25,6 +25,9 @@ from keypool.pool import OVER_QUOTA, REVOKED
 from keypool.scripts import script_source
 
 _HERE = Path(__file__).parent
+# Additive increase of a key's learned concurrency per reply served at it: ten such replies
+# try one more request at once. Slow, because each probe past the true limit costs a 429.
+LIMIT_STEP = 0.1
 
 
 class NoKeyAvailable(Exception):
@@ -136,6 +139,8 @@ class Dispatcher:
             "tokens_remaining": budget.tokens_remaining,
             "tokens_reset_in_ms": budget.tokens_reset_in_ms,
             "tier": budget.tier,
+            "max_inflight": self._key_concurrency,
+            "limit_step": LIMIT_STEP,
             "queue_prefix": q.queue_prefix,
             "wake": q.wake_channel,
         }

@@ -136,7 +136,7 @@ if best == nil then
     local _, at = first(set)
     if at and (soonest == nil or at < soonest) then soonest = at end
   end
-  if soonest == nil then return {0, 'unavailable', 0, 0, now} end
+  if soonest == nil or soonest >= FULL then return {0, 'unavailable', 0, 0, now} end
   return {0, 'unavailable', math.max(soonest - now, 1), 0, now}
 end
 

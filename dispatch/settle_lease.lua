@@ -4,6 +4,9 @@
 -- The in-flight count drops only if the lease was still live, so a lease that
 -- already expired (and was reaped by lease_key.lua) is never given back twice.
 -- Times are the store's: a cooldown and a budget's reset arrive as durations.
+-- Adaptive concurrency (AIMD): a 429 halves the number of requests the key is given at
+-- once (`limit`, from how many were in flight); replies served at that limit raise it slowly.
+-- A 429 rests the key only when it was the key's one request in flight.
 --
 -- KEYS[1]  the key's hash                    ({prefix}key:{id})
 -- KEYS[2]  the lease expiry set              ({prefix}leases)
@@ -27,6 +30,8 @@
 --   requests_remaining, requests_reset_in_ms, tokens_remaining, tokens_reset_in_ms
 --                  the key's upstream rate-limit budget as this reply reported it; -1 where it said nothing
 --   tier           the key's usage tier as this reply's limits suggest ("" = unknown)
+--   max_inflight   KEY_CONCURRENCY (0: none); a learned limit never grows past it
+--   limit_step     how much one reply served at the learned limit raises it
 --   queue_prefix   {prefix}queue:
 --   wake           wake channel ({prefix}wake)
 --
@@ -38,9 +43,12 @@
 local a = cjson.decode(ARGV[1])
 local now = store_now()
 
+local in_flight_with_it = (tonumber(redis.call('HGET', KEYS[1], 'inflight')) or 0)
 if redis.call('ZREM', KEYS[2], a.lease) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
   local left = redis.call('HINCRBY', KEYS[1], 'inflight', -1)
   if left < 0 then redis.call('HSET', KEYS[1], 'inflight', 0) end
+else
+  in_flight_with_it = in_flight_with_it + 1  -- reaped already: it was one more than is counted now
 end
 
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -64,14 +72,37 @@ if not status then return false end
 local outcome = a.outcome
 if status ~= 'disabled' then
   if outcome == 'rate_limited' and status ~= 'revoked' and status ~= 'over_quota' then
-    local till = now + a.cooldown_ms
-    local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until')) or 0
-    if till > current then redis.call('HSET', KEYS[1], 'cooldown_until', till) end
-    status = 'cooling_down'
-    redis.call('HSET', KEYS[1], 'status', status)
+    -- Multiplicative decrease: upstream refused at this many in flight, so half of it (at least one).
+    local limit = tonumber(redis.call('HGET', KEYS[1], 'limit')) or 0
+    local seen = in_flight_with_it
+    if limit >= 1 then seen = math.min(seen, limit) end
+    redis.call('HSET', KEYS[1], 'limit', math.max(1, math.floor(seen / 2)))
+    -- Refused while others were in flight on it: too many at once, and the others are still being
+    -- served, so the smaller limit is the answer. Refused alone: a budget is spent, so it rests.
+    if in_flight_with_it <= 1 then
+      local till = now + a.cooldown_ms
+      local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until')) or 0
+      if till > current then redis.call('HSET', KEYS[1], 'cooldown_until', till) end
+      status = 'cooling_down'
+      redis.call('HSET', KEYS[1], 'status', status)
+    end
   elseif outcome == 'over_quota' or outcome == 'revoked' then
     status = outcome
     redis.call('HSET', KEYS[1], 'status', status, 'status_reason', a.reason)
+  end
+end
+
+-- Additive increase: a reply served at the learned limit probes a little higher (a whole request
+-- after `1 / limit_step` such replies), never past KEY_CONCURRENCY, where the limit is forgotten.
+if outcome == 'ok' and status == 'active' then
+  local limit = tonumber(redis.call('HGET', KEYS[1], 'limit')) or 0
+  if limit >= 1 and in_flight_with_it >= math.floor(limit) then
+    limit = limit + a.limit_step
+    if a.max_inflight > 0 and limit >= a.max_inflight then
+      redis.call('HDEL', KEYS[1], 'limit')
+    else
+      redis.call('HSET', KEYS[1], 'limit', limit)
+    end
   end
 end
 

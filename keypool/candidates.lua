@@ -7,11 +7,16 @@
 --   {prefix}ready:{provider}:{set}    ZSET  key id -> inflight * 1e13 + last_used (ms): the head is the
 --                                           key with fewest requests in flight, then least recently used
 --   {prefix}resting:{provider}:{set}  ZSET  key id -> when it may serve again (ms, store clock): its
---                                           cooldown end or the reset of the upstream budget it spent
+--                                           cooldown end or the reset of the upstream budget it spent;
+--                                           FULL when it is at the concurrency it learned (`limit`) and
+--                                           comes back only when one of its leases is returned
 -- A disabled, revoked or over-quota key is in neither. The key's hash remembers where it is filed
 -- (`filed` = "{provider}|{set},{set}"), so a change of its families or its removal unfiles it exactly.
 -- These keys are chosen at run time from the key's hash, so scripts cannot name them in KEYS;
 -- they all share the prefix.
+
+-- "Until a lease on it is returned": later than any real time, so never brought back by the clock.
+local FULL = 9e15
 
 -- Now, ms, from the store's clock: the one clock every gateway process compares against.
 local function store_now()
@@ -46,7 +51,7 @@ end
 local function file_key(prefix, kid, now)
   local h = prefix .. 'key:' .. kid
   local f = redis.call('HMGET', h, 'provider', 'status', 'families', 'cooldown_until', 'inflight', 'last_used',
-    'rl_requests_remaining', 'rl_requests_reset', 'rl_tokens_remaining', 'rl_tokens_reset', 'filed')
+    'rl_requests_remaining', 'rl_requests_reset', 'rl_tokens_remaining', 'rl_tokens_reset', 'filed', 'limit')
   local provider, status = f[1], f[2]
   if not provider or not status or status == 'disabled' or status == 'revoked' or status == 'over_quota' then
     unfile_key(prefix, kid)
@@ -67,6 +72,9 @@ local function file_key(prefix, kid, now)
   if req_reset > now and (tonumber(f[7]) or 1) - inflight <= 0 then back = math.max(back, req_reset) end
   local tok_reset = tonumber(f[10]) or 0
   if tok_reset > now and (tonumber(f[9]) or 1) <= 0 then back = math.max(back, tok_reset) end
+  -- Adaptive concurrency: at the number of requests upstream has lately shown it takes at once.
+  local limit = tonumber(f[12]) or 0
+  if back == 0 and limit >= 1 and inflight >= math.floor(limit) then back = FULL end
 
   local sets = family_sets(f[3])
   local filed = provider .. '|' .. table.concat(sets, ',')

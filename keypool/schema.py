@@ -4,6 +4,7 @@
     {prefix}key:{id}             HASH  one key: provider, secret, organization, families, status,
                                        cooldown_until (ms), inflight, last_used (ms), source, added_at,
                                        filed (where candidates.lua filed it: "{provider}|{set},{set}"),
+                                       limit (the concurrency learned from its 429s; absent: unknown),
                                        status_reason, prompts, input_tokens, output_tokens;
                                        from key checks: checked_at (ms), check_result, next_check_at (ms),
                                        recheck_attempt, recheck_pending, revived_at (ms), organizations, tier;

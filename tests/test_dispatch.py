@@ -200,3 +200,84 @@ def test_every_operator_change_of_a_key_is_seen_by_the_next_lease(start_gateway,
     assert admin.post(f"/keys/{ids['0001']}/enable").status_code == 200
     assert keys_used_by(4) == {"0001", "0003"}
     admin.close()
+
+
+class OneAtATime:
+    """An OpenAI upstream whose key takes one request at a time and refuses any other with a 429
+    (`retry-after: 1`, and the precise `x-ratelimit-reset-requests` a fraction beyond it)."""
+
+    def __init__(self, limit: int = 1) -> None:
+        self.limit = limit  # 0: it refuses everything
+        self.in_flight = 0
+        self.statuses: list[int] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+        import json
+
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        if self.in_flight >= self.limit:
+            self.statuses.append(429)
+            status, headers = 429, [(b"retry-after", b"1"), (b"x-ratelimit-reset-requests", b"1.3s")]
+            body = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+        else:
+            self.in_flight += 1
+            await asyncio.sleep(0.2)
+            self.in_flight -= 1
+            self.statuses.append(200)
+            status, headers = 200, []
+            body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), *headers]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def test_a_key_that_takes_one_request_at_a_time_is_learned_and_waiters_go_back_one_by_one(
+    start_gateway, upstream, store_url
+):
+    """Adaptive key concurrency: the first burst's 429s teach the pool the key takes one request at a time;
+    after its rest the waiters are let back one by one instead of all at once (two gateways on one store)."""
+    from conftest import _serve_in_thread
+
+    limited = OneAtATime()
+    url, _, stop = _serve_in_thread(limited)
+    try:
+        env = {"OPENAI_KEY": "sk-one-at-a-time-0001", "OPENAI_BASE_URL": url, "MAX_KEY_ATTEMPTS": "20",
+               "USER_CONCURRENCY_LIMIT": "20", "UPSTREAM_RETRIES": "0"}
+        gateways = [start_gateway(**env)] + ([start_gateway(**env)] if store_url else [])
+        with ThreadPoolExecutor(10) as pool:
+            replies = list(pool.map(lambda i: chat(gateways[i % len(gateways)].url, f"10.7.0.{i}"), range(10)))
+        assert [r.status_code for r in replies] == [200] * 10
+        served, refused = limited.statuses.count(200), limited.statuses.count(429)
+        # The first burst meets the key unknown (up to nine refusals); after that only the slow probes for
+        # one more at once (one in five replies at the limit) may be refused.
+        assert served == 10
+        assert refused <= 9 + 2, limited.statuses
+    finally:
+        stop()
+
+
+def test_a_429_rests_the_key_until_the_most_precise_reset_the_reply_gives(start_gateway, upstream):
+    """`retry-after: 1` is the reset rounded down; `x-ratelimit-reset-requests: 1.3s` says it precisely."""
+    from conftest import _serve_in_thread
+
+    url, _, stop = _serve_in_thread(OneAtATime(limit=0))
+    try:
+        gateway = start_gateway(OPENAI_KEY="sk-precise-0001", OPENAI_BASE_URL=url, MAX_KEY_ATTEMPTS="1",
+                                UPSTREAM_RETRIES="0")
+        sent_ms = time.time() * 1000
+        refused = chat(gateway.url, "10.7.1.1")
+        assert refused.status_code == 502  # its one attempt met the 429
+        rest_ms = gateway.key_status("sk-precise-0001")["cooldown_until_ms"] - sent_ms
+    finally:
+        stop()
+    assert 1300 <= rest_ms < 2300, rest_ms

@@ -12,6 +12,7 @@ from gateway.providers.base import (
     bounded_cooldown,
     budget_from,
     error_kind,
+    most_precise,
     retry_after_sec,
     seconds_until,
 )
@@ -130,10 +131,12 @@ class AnthropicProvider:
     @staticmethod
     def _cooldown_hint(headers: dict[str, str]) -> float | None:
         hint = retry_after_sec(headers)
+        kinds = ("requests", "tokens", "input-tokens", "output-tokens")
         if hint is not None:
-            return hint
+            resets = [seconds_until(headers.get(f"anthropic-ratelimit-{kind}-reset", "")) for kind in kinds]
+            return most_precise(hint, [r for r in resets if r is not None])
         waits = []
-        for kind in ("requests", "tokens", "input-tokens", "output-tokens"):
+        for kind in kinds:
             if headers.get(f"anthropic-ratelimit-{kind}-remaining") == "0":
                 reset = seconds_until(headers.get(f"anthropic-ratelimit-{kind}-reset", ""))
                 if reset is not None:

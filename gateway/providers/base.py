@@ -131,6 +131,20 @@ def retry_after_sec(headers: dict[str, str]) -> float | None:
         return seconds_until(value)
 
 
+def most_precise(retry_after: float | None, resets: list[float]) -> float | None:
+    """The rest a 429 asks for, as precisely as the reply gives it.
+
+    `retry-after` is often whole seconds, rounded down from the real reset; a
+    budget reset in the same reply that falls within that second says it
+    precisely (1 s against 1.3 s), and a key brought back at the rounded time
+    would only earn another 429.
+    """
+    if retry_after is None:
+        return None
+    finer = [r for r in resets if retry_after <= r < retry_after + 1]
+    return max(finer) if finer else retry_after
+
+
 def bounded_cooldown(seconds: float | None, maximum: float) -> float:
     """A rest long enough to matter and never longer than the operator allows."""
     if seconds is None:

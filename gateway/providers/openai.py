@@ -11,6 +11,7 @@ from gateway.providers.base import (
     bounded_cooldown,
     budget_from,
     error_kind,
+    most_precise,
     parse_duration,
     retry_after_sec,
 )
@@ -118,7 +119,8 @@ class OpenAIProvider:
     def _cooldown_hint(headers: dict[str, str]) -> float | None:
         hint = retry_after_sec(headers)
         if hint is not None:
-            return hint
+            resets = [parse_duration(headers.get(f"x-ratelimit-reset-{kind}", "")) for kind in ("requests", "tokens")]
+            return most_precise(hint, [r for r in resets if r is not None])
         # Rest until whichever exhausted budget resets.
         waits = []
         for kind in ("requests", "tokens"):
