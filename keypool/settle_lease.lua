@@ -24,6 +24,7 @@
 -- ARGV[14] queue key prefix                  ({prefix}queue:)
 -- ARGV[15] wake channel                      ({prefix}wake)
 -- ARGV[16] the key's usage tier as this reply's limits suggest ("" = unknown)
+-- ARGV[17] 1 when the tokens are poolgate's estimate (upstream's usage never arrived), else 0
 --
 -- A released key wakes the ticket at the head of each queue it can serve, so
 -- exactly one waiter per family tries to claim it: no polling, no herd.
@@ -45,6 +46,7 @@ if ARGV[4] == '1' then
     redis.call('HINCRBY', h, 'prompts', 1)
     redis.call('HINCRBY', h, 'input_tokens', input)
     redis.call('HINCRBY', h, 'output_tokens', output)
+    if ARGV[17] == '1' then redis.call('HINCRBY', h, 'estimated_prompts', 1) end
   end
 end
 if ARGV[8] ~= '' then

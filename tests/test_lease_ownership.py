@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from scripted_upstream import Exchange, ScriptedUpstream, json_head
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 GOOD_BODY = (
@@ -115,3 +116,44 @@ def test_a_body_broken_off_midway_is_a_502_and_the_key_is_free_again(start_gatew
     assert again.json()["choices"][0]["message"]["content"] == "hello"
     assert breaking_upstream.requests == 2
     assert gateway.key_status("0001")["inflight"] == 0
+
+
+GOOD_REPLY = json_head(200, len(GOOD_BODY), "connection: close\r\n") + GOOD_BODY
+
+
+async def _error_body_broken_off(exchange: Exchange) -> None:
+    """A 500 whose error body upstream breaks off: reading why it failed fails too."""
+    await exchange.write(json_head(500, 1000) + b'{"error":')
+
+
+async def _unreadable_rate_limit_headers(exchange: Exchange) -> None:
+    """A 200 whose rate-limit headers no arithmetic survives (an infinite budget)."""
+    await exchange.write(json_head(200, len(GOOD_BODY), "x-ratelimit-remaining-requests: 1e999\r\n"
+                                   "x-ratelimit-reset-requests: 1s\r\nconnection: close\r\n") + GOOD_BODY)
+
+
+@pytest.mark.parametrize("fault", [_error_body_broken_off, _unreadable_rate_limit_headers])
+def test_an_attempt_that_fails_unexpectedly_gives_its_key_back_at_once(start_gateway, fault):
+    async def answer(exchange: Exchange) -> None:
+        await (fault(exchange) if exchange.index == 0 else exchange.write(GOOD_REPLY))
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(
+            OPENAI_BASE_URL=upstream.url, OPENAI_KEY="sk-only-key-0001", KEY_CONCURRENCY="1",
+            QUEUE_TIMEOUT_SEC="3", UPSTREAM_RETRIES="0",
+        )
+        url = gateway.url + "/proxy/openai/v1/chat/completions"
+        failed = httpx.post(url, json=CHAT, timeout=30)
+        assert failed.status_code == 502
+        assert failed.json()["error"]["code"] == "upstream_error"
+        assert "sk-only" not in failed.text and "Traceback" not in failed.text
+        assert gateway.key_status("0001")["inflight"] == 0, "the failed attempt's lease was given back"
+
+        # Well inside the lease TTL (60 s) and the queue timeout (3 s): the only key is free now.
+        again = httpx.post(url, json=CHAT, timeout=30)
+        assert again.status_code == 200
+        assert again.json()["choices"][0]["message"]["content"] == "hello"
+        assert len(upstream.exchanges) == 2
+    finally:
+        upstream.stop()

@@ -55,7 +55,8 @@ def error_kind(body: bytes) -> tuple[str, str]:
 
 
 class StreamUsageReader(Protocol):
-    usage: Usage | None
+    usage: Usage | None  # what upstream has reported so far
+    complete: bool  # upstream's final usage arrived: nothing needs estimating
 
     def read(self, event: bytes) -> bool:
         """Take usage from one SSE event; False when the event must not reach the client."""
@@ -71,6 +72,10 @@ class Provider(Protocol):
     def usage_from_body(self, body: bytes) -> Usage | None: ...
 
     def stream_reader(self, drop_usage_chunk: bool) -> StreamUsageReader: ...
+
+    def stream_text(self, events: list[bytes]) -> str:
+        """The answer's text in these stream events (content, tool arguments), to count what was relayed."""
+        ...
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
         """None when the failure is the client's own (relay it unchanged); else what to do with the key."""
@@ -133,6 +138,33 @@ def bounded_cooldown(seconds: float | None, maximum: float) -> float:
     if seconds is None:
         seconds = 5.0
     return min(max(seconds, 0.5), maximum)
+
+
+# Where a request's prompt is, in any of the APIs; and what inside it is not text a model reads.
+_PROMPT_FIELDS = ("messages", "system", "prompt", "input", "instructions", "tools", "functions")
+_NOT_PROMPT = frozenset({"role", "type", "id", "tool_call_id", "tool_use_id", "url", "data", "media_type",
+                         "detail", "file_id", "cache_control"})
+
+
+def prompt_text(body: bytes) -> str:
+    """The text of a request that a model reads as its prompt, for an estimate of its tokens."""
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    parts: list[str] = []
+    pending = [payload[name] for name in _PROMPT_FIELDS if name in payload]
+    while pending:  # a walk, not recursion: the body was already accepted at any nesting it had
+        value = pending.pop()
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(v for k, v in value.items() if k not in _NOT_PROMPT)
+    return "\n".join(reversed(parts))
 
 
 def scrub_secret(body: bytes, secret: str) -> bytes:
