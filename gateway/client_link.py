@@ -120,22 +120,21 @@ class ClientLink:
 class _WhilePresent:
     """A cancel scope tied to the client's presence.
 
-    The hang-up cancels the task serving the request; the scope counts its own
-    cancellations and takes them back on the way out (`Task.uncancel`), so a
-    cancellation from elsewhere (shutdown) is never mistaken for the client
-    leaving. A cancellation is asked for again until the block has ended: a
-    store client can swallow one (redis-py's asyncio client over the embedded
-    store does, about one time in three when it lands mid-call).
+    The hang-up cancels the task serving the request once; the scope takes its
+    cancellation back on the way out (`Task.uncancel`), so a cancellation from
+    elsewhere (shutdown) is never mistaken for the client leaving. A store call
+    can swallow a cancellation (redis-py's asyncio client over the embedded
+    store does, about one time in three when it lands mid-call), so the queue,
+    which makes store calls while it waits, also watches `hang_up` itself.
+    Cancelling more than once is not the answer: it would break into the
+    cleanup that the first cancellation set going.
     """
-
-    RETRY_SEC = 0.05
 
     def __init__(self, link: ClientLink) -> None:
         self._link = link
         self._task: asyncio.Task[Any] | None = None
-        self._cancels = 0
+        self._cancelled = False
         self._active = False
-        self._retry: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
@@ -147,27 +146,18 @@ class _WhilePresent:
         if self._link.finished or not self._active:
             return
         self._link.gone = True
-        self._cancel()
-
-    def _cancel(self) -> None:
-        if not self._active or self._task is None:
-            return
-        self._task.cancel()
-        self._cancels += 1
-        self._retry = asyncio.get_running_loop().call_later(self.RETRY_SEC, self._cancel)
+        if self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._active = False
-        if self._retry is not None:
-            self._retry.cancel()
         self._link.hang_up.remove_done_callback(self._on_hang_up)
-        if not self._cancels or self._task is None:
+        if not self._cancelled or self._task is None:
             return
-        for _ in range(self._cancels):
-            self._task.uncancel()
-        if self._task.cancelling():
+        if self._task.uncancel():
             return  # cancelled from elsewhere too: that cancellation goes on
         if exc_type is not None:
             # Whatever the block raised, there is nobody to tell any more.

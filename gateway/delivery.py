@@ -14,7 +14,6 @@ upstream broke off) is counted from what was relayed, and marked as estimated
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import httpx
@@ -23,7 +22,7 @@ from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers.base import Provider
 from gateway.relay import UpstreamReply
-from gateway.settlement import RelayedEvents, estimate_usage
+from gateway.settlement import RelayedEvents
 from gateway.sse import EventFramer
 from gateway.upstream_client import read_body
 from gateway.validation import UpstreamCall
@@ -66,29 +65,18 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
         await link.write(framer.flush(), more=False)
     finally:
         # Runs on completion, on upstream failure and on cancellation alike (the reply's
-        # connection is closed by `Relay.open`). Shielded: a cancelled request still settles.
+        # connection is closed by `Relay.open`); the hold shields its store call, so a cancelled
+        # request still settles, counted.
+        assert reply.hold is not None
         if reader.complete:
-            await asyncio.shield(_settle(reply, call, reader.usage))
+            await _settle(reply, call, reader.usage)
         else:
-            await asyncio.shield(_settle_estimated(reply, call, reader.usage, relayed))
+            await reply.hold.settle_estimated(call.body, relayed, reader.usage, call.identity, reply.budget)
 
 
 async def _settle(reply: UpstreamReply, call: UpstreamCall, usage: Usage | None) -> None:
     assert reply.hold is not None, "a reply with a body to relay is always held (gateway/relay.py)"
     await reply.hold.settle_usage(usage, call.identity, reply.budget)
-
-
-async def _settle_estimated(
-    reply: UpstreamReply, call: UpstreamCall, reported: Usage | None, relayed: RelayedEvents
-) -> None:
-    """Upstream's usage never arrived whole: count the request and what was relayed of the answer."""
-    assert reply.hold is not None
-    try:
-        usage = await estimate_usage(call.body, relayed, reported)
-    except Exception as error:  # never lose the settlement over an estimate
-        log.error("could not estimate usage: %s", type(error).__name__)
-        usage = reported or Usage()
-    await reply.hold.settle_usage(usage, call.identity, reply.budget, estimated=True)
 
 
 async def deliver_read(reply: UpstreamReply, link: ClientLink) -> None:

@@ -100,9 +100,11 @@ class Relay:
         keep_alive = link.keep_alive_while_queued if call.stream else None
         while True:
             # A rate-limited key rests until its cooldown ends, so the call simply waits its turn again.
-            # A client leaving while queued cancels this wait (ClientLink.while_present).
+            # A client leaving while queued cancels this wait (ClientLink.while_present); the queue
+            # watches for it too, since its store calls can swallow a cancellation.
             lease = await self._queues.acquire(
-                call.provider, call.family, call.identity, place, prompt_bytes=len(call.body), on_wait=keep_alive,
+                call.provider, call.family, call.identity, place,
+                prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
             )
             async with LeaseHold(self._pool, lease, call.family) as hold:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
@@ -179,7 +181,8 @@ def _safe_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
 
 
 async def close_quietly(response: Any) -> None:
+    """Close upstream's connection, even from a request being cancelled (shielded)."""
     try:
-        await response.aclose()
+        await asyncio.shield(response.aclose())
     except Exception:  # the connection is being dropped anyway
         pass

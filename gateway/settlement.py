@@ -68,6 +68,32 @@ class LeaseHold:
             settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated)
         )
 
+    async def settle_estimated(
+        self, request_body: bytes, relayed: RelayedEvents, reported: Usage | None, identity: str,
+        budget: RateBudget | None,
+    ) -> None:
+        """Upstream's usage never arrived whole: count the prompt and what was relayed, then settle.
+
+        The hold is claimed before the counting starts and the counting runs as a task of its
+        own, so no other exit (a cancellation arriving meanwhile) returns the lease uncounted.
+        """
+        if self.settled:
+            return
+        self.settled = True
+        await asyncio.shield(asyncio.ensure_future(
+            self._count_and_settle(request_body, relayed, reported, identity, budget)))
+
+    async def _count_and_settle(
+        self, request_body: bytes, relayed: RelayedEvents, reported: Usage | None, identity: str,
+        budget: RateBudget | None,
+    ) -> None:
+        try:
+            usage = await asyncio.to_thread(_estimate, request_body, relayed, reported)  # a long text takes CPU
+        except Exception as error:  # never lose the settlement over an estimate
+            log.error("could not estimate usage: %s", type(error).__name__)
+            usage = reported or Usage()
+        await settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=True)
+
     async def __aenter__(self) -> LeaseHold:
         return self
 
@@ -113,7 +139,3 @@ def _estimate(request_body: bytes, relayed: RelayedEvents, reported: Usage | Non
         count_tokens(prompt_text(request_body))
     return Usage(prompt, count_tokens(relayed.text()))
 
-
-async def estimate_usage(request_body: bytes, relayed: RelayedEvents, reported: Usage | None) -> Usage:
-    """The usage of a stream cut short, counted off the event loop (a long text takes CPU)."""
-    return await asyncio.to_thread(_estimate, request_body, relayed, reported)
