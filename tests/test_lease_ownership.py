@@ -126,16 +126,9 @@ async def _error_body_broken_off(exchange: Exchange) -> None:
     await exchange.write(json_head(500, 1000) + b'{"error":')
 
 
-async def _unreadable_rate_limit_headers(exchange: Exchange) -> None:
-    """A 200 whose rate-limit headers no arithmetic survives (an infinite budget)."""
-    await exchange.write(json_head(200, len(GOOD_BODY), "x-ratelimit-remaining-requests: 1e999\r\n"
-                                   "x-ratelimit-reset-requests: 1s\r\nconnection: close\r\n") + GOOD_BODY)
-
-
-@pytest.mark.parametrize("fault", [_error_body_broken_off, _unreadable_rate_limit_headers])
-def test_an_attempt_that_fails_unexpectedly_gives_its_key_back_at_once(start_gateway, fault):
+def test_an_attempt_that_fails_unexpectedly_gives_its_key_back_at_once(start_gateway):
     async def answer(exchange: Exchange) -> None:
-        await (fault(exchange) if exchange.index == 0 else exchange.write(GOOD_REPLY))
+        await (_error_body_broken_off(exchange) if exchange.index == 0 else exchange.write(GOOD_REPLY))
 
     upstream = ScriptedUpstream(answer).start()
     try:
@@ -155,5 +148,26 @@ def test_an_attempt_that_fails_unexpectedly_gives_its_key_back_at_once(start_gat
         assert again.status_code == 200
         assert again.json()["choices"][0]["message"]["content"] == "hello"
         assert len(upstream.exchanges) == 2
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.parametrize("headers", [
+    {"x-ratelimit-remaining-requests": "1e999", "x-ratelimit-reset-requests": "1s"},
+    {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1e999"},
+    {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-reset-tokens": "inf"},
+], ids=["remaining", "reset", "tokens_reset"])
+def test_rate_limit_headers_no_arithmetic_survives_do_not_break_a_reply(start_gateway, headers):
+    async def answer(exchange: Exchange) -> None:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "connection: close\r\n"
+        await exchange.write(json_head(200, len(GOOD_BODY), extra) + GOOD_BODY)
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(OPENAI_BASE_URL=upstream.url, OPENAI_KEY="sk-only-key-0001", KEY_CONCURRENCY="1")
+        for _ in range(2):  # and the key stays usable
+            reply = httpx.post(gateway.url + "/proxy/openai/v1/chat/completions", json=CHAT, timeout=30)
+            assert reply.status_code == 200
+            assert reply.json()["choices"][0]["message"]["content"] == "hello"
     finally:
         upstream.stop()

@@ -7,6 +7,7 @@ it. One protocol, one module per provider, like httpx's transports.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -94,13 +95,18 @@ def parse_duration(text: str) -> float | None:
     """OpenAI's reset durations: `20s`, `6m0s`, `1h2m3.5s`, `120ms`; a bare number is seconds."""
     text = text.strip()
     try:
-        return float(text)
+        return _finite(float(text))
     except ValueError:
         pass
     parts = _DURATION_PART.findall(text)
     if not parts:
         return None
-    return sum(float(value) * _UNIT[unit] for value, unit in parts)
+    return _finite(sum(float(value) * _UNIT[unit] for value, unit in parts))
+
+
+def _finite(seconds: float) -> float | None:
+    """A header's number, unless it is one no arithmetic survives (`inf`, `nan`, `1e999`)."""
+    return seconds if math.isfinite(seconds) else None
 
 
 def seconds_until(timestamp: str) -> float | None:
@@ -121,14 +127,14 @@ def retry_after_sec(headers: dict[str, str]) -> float | None:
     """`retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     if "retry-after-ms" in headers:
         try:
-            return float(headers["retry-after-ms"]) / 1000
+            return _finite(float(headers["retry-after-ms"]) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return float(value)
+        return _finite(float(value))
     except ValueError:
         return seconds_until(value)
 
@@ -181,7 +187,7 @@ def scrub_secret(body: bytes, secret: str) -> bytes:
 def _int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "1e999" is a float, but no count
         return None
 
 
