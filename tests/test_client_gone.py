@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -115,5 +116,34 @@ def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_its_key(start
             assert again.status_code == 200, "the only key was free for the next request"
         finally:
             client.close()
+    finally:
+        upstream.stop()
+
+
+def test_a_key_freed_by_a_hang_up_on_one_gateway_serves_the_other_at_once(start_gateway, store_url):
+    if not store_url:
+        pytest.skip("the embedded store is one process's own; sharing a key needs REDIS_URL")
+
+    async def answer(exchange: Exchange) -> None:
+        await (_never_answer(exchange) if exchange.index == 0 else exchange.write(GOOD_REPLY))
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        env = {"OPENAI_BASE_URL": upstream.url, "OPENAI_KEY": "sk-only-key-0001", "KEY_CONCURRENCY": "1",
+               "QUEUE_TIMEOUT_SEC": "10"}
+        first, second = start_gateway(**env), start_gateway(**env)
+        client = raw_request(first.url, CHAT)
+        upstream.wait_for_request(0)
+        with ThreadPoolExecutor(1) as pool:
+            # The other gateway's request waits for the only key, held by the first gateway...
+            waiting = pool.submit(httpx.post, second.url + "/proxy/openai/v1/chat/completions", json=CHAT,
+                                  timeout=30)
+            assert wait_for(lambda: second.run(second.app.queue_stats()).get("gpt-4o-mini", {})
+                            .get("in_queue") == 1), "the second request is queued behind the held key"
+            client.close()  # ...until the first gateway's client gives up
+            served = waiting.result(timeout=HANG_UP_BOUND_SEC + 5)
+        assert served.status_code == 200
+        assert served.json()["choices"][0]["message"]["content"] == "hello"
+        assert len(upstream.exchanges) == 2
     finally:
         upstream.stop()
