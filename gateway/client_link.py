@@ -1,8 +1,8 @@
 """The client's side of a proxied request: what has been sent to it, and whether it is still there.
 
-Every byte for the client goes out through this link, and each write may take
-at most `STALLED_CLIENT_SEC`: a client that stops reading would otherwise hold
-its key for as long as it likes. A client that hangs up, or stalls, is gone:
+Every byte for the client goes out through this link, and no write may wait
+longer than `STALLED_CLIENT_SEC` (noticed within half as long again): a client
+that stops reading would otherwise hold its key for as long as it likes. A client that hangs up, or stalls, is gone:
 `while_present()` cancels whatever is serving it (waiting in line, waiting for
 upstream's headers, reading upstream's body, relaying a stream) at that moment,
 and raises `ClientGone` in its place, so every hold inside is returned at once.
@@ -40,6 +40,7 @@ class ClientLink:
         self.finished = False  # the last byte of the response is on its way: no hang-up can matter now
         self.gone = False  # hung up or stopped reading: nothing more is written
         self._hang_up: asyncio.Future[Any] | None = None
+        self._scope: _WhilePresent | None = None  # the `while_present` block now running
 
     @property
     def hang_up(self) -> asyncio.Future[Any]:
@@ -53,8 +54,8 @@ class ClientLink:
             pass
 
     def while_present(self) -> _WhilePresent:
-        """`async with`: the block is cancelled the moment the client hangs up, and raises ClientGone."""
-        return _WhilePresent(self)
+        """`async with`: the block is cancelled the moment the client hangs up or stalls; raises ClientGone."""
+        return _WhilePresent(self, self._stalled_client_sec)
 
     def close(self) -> None:
         if self._hang_up is not None and not self._hang_up.done():
@@ -76,8 +77,17 @@ class ClientLink:
     async def _write(self, message: dict[str, Any]) -> None:
         if self.gone:
             raise ClientGone
+        scope = self._scope
+        if scope is not None:
+            # Inside `while_present`, its watchdog bounds the write: two stores per write, no
+            # timer, since this runs for every event of every stream.
+            scope.writing_since = scope.loop.time()
+            try:
+                await self._send(message)
+            finally:
+                scope.writing_since = None
+            return
         try:
-            # A timer per write, not a task: this runs for every event of every stream.
             async with asyncio.timeout(self._stalled_client_sec):
                 await self._send(message)
         except TimeoutError:
@@ -120,7 +130,9 @@ class ClientLink:
 class _WhilePresent:
     """A cancel scope tied to the client's presence.
 
-    The hang-up cancels the task serving the request once; the scope takes its
+    A hang-up, or a write to the client waiting `STALLED_CLIENT_SEC` (seen by a
+    watchdog that looks every half of that, so within 1.5 times it), cancels
+    the task serving the request once; the scope takes its
     cancellation back on the way out (`Task.uncancel`), so a cancellation from
     elsewhere (shutdown) is never mistaken for the client leaving. A store call
     can swallow a cancellation (redis-py's asyncio client over the embedded
@@ -130,30 +142,51 @@ class _WhilePresent:
     cleanup that the first cancellation set going.
     """
 
-    def __init__(self, link: ClientLink) -> None:
+    def __init__(self, link: ClientLink, stalled_client_sec: float) -> None:
         self._link = link
+        self._stalled_sec = stalled_client_sec
+        self.loop = asyncio.get_running_loop()
+        self.writing_since: float | None = None  # loop time a write to the client began, while it waits
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
         self._active = False
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
         self._active = True
+        self._link._scope = self
         self._link.hang_up.add_done_callback(self._on_hang_up)
+        self._watchdog = self.loop.call_later(self._stalled_sec / 2, self._look_for_stall)
 
     def _on_hang_up(self, _: asyncio.Future[Any]) -> None:
         # uvicorn also reports "disconnect" once the response is complete: that one is not a hang-up.
-        if self._link.finished or not self._active:
+        if not self._link.finished:
+            self._client_gone()
+
+    def _look_for_stall(self) -> None:
+        if not self._active:
+            return
+        since = self.writing_since
+        if since is not None and self.loop.time() - since >= self._stalled_sec:
+            self._client_gone()  # a client that reads nothing for this long is not waiting for an answer
+            return
+        self._watchdog = self.loop.call_later(self._stalled_sec / 2, self._look_for_stall)
+
+    def _client_gone(self) -> None:
+        if not self._active or self._cancelled or self._task is None:
             return
         self._link.gone = True
-        if self._task is not None:
-            self._cancelled = True
-            self._task.cancel()
+        self._cancelled = True
+        self._task.cancel()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._active = False
+        self._link._scope = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._link.hang_up.remove_done_callback(self._on_hang_up)
         if not self._cancelled or self._task is None:
             return
