@@ -14,6 +14,7 @@ upstream broke off) is counted from what was relayed, and marked as estimated
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -36,6 +37,11 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     assert reply.response is not None
     try:
         body = await read_body(reply.response)
+    except asyncio.CancelledError:
+        if link.gone and reply.hold is not None:  # upstream has answered, or nearly: the prompt is counted
+            await reply.hold.settle_estimated(call.body, RelayedEvents(provider.stream_text), None,
+                                              call.identity, reply.budget)
+        raise
     except httpx.HTTPError as exc:  # upstream broke off mid-body: the hold returns the lease as FAILED
         log.warning("upstream %s body broke off: %s", call.provider, type(exc).__name__)
         raise GatewayError("upstream_failed", f"The upstream {call.provider} API broke off its reply.") from None

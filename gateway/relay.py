@@ -24,7 +24,7 @@ import httpx
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers import KeyVerdict, Provider, scrub_secret
-from gateway.settlement import LeaseHold
+from gateway.settlement import LeaseHold, RelayedEvents
 from gateway.upstream_client import UpstreamClient, read_body
 from gateway.validation import UpstreamCall
 from keypool import FAILED, OK, KeyLease, KeyPool, RateBudget
@@ -110,6 +110,11 @@ class Relay:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
                 try:
                     response = await client.send(call.method, url, headers, call.body)
+                except asyncio.CancelledError:
+                    if link.gone:  # upstream has the prompt: what the client asked for is counted
+                        await hold.settle_estimated(call.body, RelayedEvents(provider.stream_text), None,
+                                                    call.identity, None)
+                    raise
                 except httpx.HTTPError as exc:
                     await hold.settle(FAILED)
                     server_failures += 1

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from scripted_upstream import STREAM_HEAD, Exchange, ScriptedUpstream, chunked, json_head
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there, how are you today?"}]}
 GOOD_BODY = (
     b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini",'
     b'"choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],'
@@ -72,6 +72,10 @@ def test_a_client_that_hangs_up_on_a_plain_request_cancels_upstream_and_frees_it
         client.close()  # the client gives up while upstream is still busy with its request
         assert first.gone.wait(HANG_UP_BOUND_SEC), "upstream's connection was closed soon after the client left"
         assert wait_for(lambda: gateway.key_status("0001")["inflight"] == 0, HANG_UP_BOUND_SEC)
+        # Upstream had the prompt: it is counted, as poolgate's estimate, with no output.
+        totals = gateway.usage_totals()
+        assert totals["prompts"] == 1 and totals["estimated_prompts"] == 1
+        assert totals["input_tokens"] > 0 and totals["output_tokens"] == 0
 
         again = httpx.post(gateway.url + "/proxy/openai/v1/chat/completions", json=CHAT, timeout=30)
         assert again.status_code == 200, "the only key was free for the next request"
