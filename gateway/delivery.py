@@ -45,8 +45,10 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     except httpx.HTTPError as exc:  # upstream broke off mid-body: the hold returns the lease as FAILED
         log.warning("upstream %s body broke off: %s", call.provider, type(exc).__name__)
         raise GatewayError("upstream_failed", f"The upstream {call.provider} API broke off its reply.") from None
-    await link.send_complete(reply.status, reply.headers, body)
-    await _settle(reply, call, provider.usage_from_body(body))
+    try:
+        await link.send_complete(reply.status, reply.headers, body)
+    finally:  # upstream answered whole: its usage counts even if the client left while we wrote
+        await _settle(reply, call, provider.usage_from_body(body))
 
 
 async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, link: ClientLink) -> None:

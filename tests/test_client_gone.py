@@ -151,3 +151,34 @@ def test_a_key_freed_by_a_hang_up_on_one_gateway_serves_the_other_at_once(start_
         assert len(upstream.exchanges) == 2
     finally:
         upstream.stop()
+
+
+def test_a_plain_reply_its_client_does_not_read_holds_no_key_and_is_counted_from_upstream(start_gateway):
+    # uvicorn buffers a whole plain reply without waiting for the client, so this never stalls a write;
+    # it pins down that the key and the count do not depend on the client reading.
+    padding = b" " * 50_000_000  # far more than the socket buffers between hold
+    big_body = GOOD_BODY[:-1] + b',"padding":"' + padding + b'"}'
+
+    async def answer(exchange: Exchange) -> None:
+        if exchange.index == 0:
+            await exchange.write(json_head(200, len(big_body), "connection: close\r\n") + big_body)
+        else:
+            await exchange.write(GOOD_REPLY)
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(OPENAI_BASE_URL=upstream.url, OPENAI_KEY="sk-only-key-0001", KEY_CONCURRENCY="1",
+                                QUEUE_TIMEOUT_SEC="3", STALLED_CLIENT_SEC="1")
+        client = raw_request(gateway.url, CHAT, receive_buffer=4096)
+        try:
+            upstream.wait_for_request(0)
+            assert wait_for(lambda: gateway.key_status("0001")["inflight"] == 0, 30), "the stalled reply let go"
+            # Upstream answered whole: its own usage is what counts, not an estimate.
+            assert gateway.usage_totals() == {"prompts": 1, "input_tokens": 3, "output_tokens": 1,
+                                              "estimated_prompts": 0}
+            again = httpx.post(gateway.url + "/proxy/openai/v1/chat/completions", json=CHAT, timeout=30)
+            assert again.status_code == 200, "the only key was free for the next request"
+        finally:
+            client.close()
+    finally:
+        upstream.stop()
