@@ -113,7 +113,7 @@ class RelayedEvents:
     holds its answer's text, not its JSON envelopes.
     """
 
-    HELD_BYTES = 1 << 20
+    HELD_BYTES = 256 << 10  # a stream of ~1,000 OpenAI tokens; 1,000 such streams at once hold 256 MB at most
 
     def __init__(self, text_of: Callable[[list[bytes]], str]) -> None:
         self._text_of = text_of

@@ -125,3 +125,25 @@ def test_a_complete_stream_is_counted_from_upstreams_usage_not_estimated(start_g
     assert len(upstream.requests) == 1
     assert totals["output_tokens"] == 16, "the fake upstream's own count (16 tokens by default)"
     assert totals["estimated_prompts"] == 0
+
+
+def test_a_long_stream_cut_short_is_counted_whole(start_gateway):
+    """Past 256 KB the relayed events are boiled down to text as the stream goes; none of it is lost."""
+    words = [" the"] * 4000  # one cl100k token each; ~600 KB of OpenAI chunks
+
+    async def answer(exchange: Exchange) -> None:
+        await exchange.write(STREAM_HEAD + b"".join(chunked(_openai_delta(w)) for w in words))
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(OPENAI_KEY="sk-stream-key-0001", OPENAI_BASE_URL=upstream.url)
+        path, body = OPENAI_STREAM
+        with httpx.stream("POST", gateway.url + path, json=body, timeout=30) as reply:
+            relayed = b"".join(reply.iter_raw())
+        assert relayed.count(b'"content": " the"') == 4000
+        assert wait_for(lambda: gateway.usage_totals()["prompts"] == 1)
+        totals = gateway.usage_totals()
+        assert totals["output_tokens"] == 4000
+        assert totals["estimated_prompts"] == 1
+    finally:
+        upstream.stop()
