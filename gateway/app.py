@@ -139,6 +139,7 @@ class PoolgateApp:
             max_request_bytes=s.max_request_bytes,
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
             allowed_families=frozenset(s.allowed_model_families),
+            stalled_client_sec=s.stalled_client_sec,
         )
         counts = {p: sum(1 for k in keys if k.provider == p) for p in ("openai", "anthropic")}
         log.info(

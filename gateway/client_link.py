@@ -1,24 +1,28 @@
 """The client's side of a proxied request: what has been sent to it, and whether it is still there.
 
+Every byte for the client goes out through this link, and no write may wait
+longer than `STALLED_CLIENT_SEC` (noticed within half as long again): a client
+that stops reading would otherwise hold its key for as long as it likes. A client that hangs up, or stalls, is gone:
+`while_present()` cancels whatever is serving it (waiting in line, waiting for
+upstream's headers, reading upstream's body, relaying a stream) at that moment,
+and raises `ClientGone` in its place, so every hold inside is returned at once.
+
 A queued streaming request gets its response headers at once and SSE comments
 while it waits, so proxies in between keep the connection open; from then on
 anything that goes wrong has to be told as an SSE error event, not a status.
-Watching for the client hanging up costs a task, so it starts only when
-something needs it (a queue wait, a stream).
 """
 
 from __future__ import annotations
 
 import asyncio
+from types import TracebackType
 from typing import Any
 
 import msgspec
 
 from gateway.errors import ANTHROPIC, GatewayError, render_error
 from gateway.responses_events import failure_events
-
-# A client that stops reading blocks our writes; past this it is dropped.
-STALLED_CLIENT_SEC = 30.0
+from queues.waiting import ClientGone
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -28,12 +32,16 @@ SSE_HEADERS = [
 
 
 class ClientLink:
-    def __init__(self, send: Any, receive: Any, dialect: str) -> None:
-        self.send = send
+    def __init__(self, send: Any, receive: Any, dialect: str, stalled_client_sec: float = 30.0) -> None:
+        self._send = send
         self._receive = receive
         self.dialect = dialect
+        self._stalled_client_sec = stalled_client_sec
         self.started = False  # response headers already sent (a queued stream)
+        self.finished = False  # the last byte of the response is on its way: no hang-up can matter now
+        self.gone = False  # hung up or stopped reading: nothing more is written
         self._hang_up: asyncio.Future[Any] | None = None
+        self._scope: _WhilePresent | None = None  # the `while_present` block now running
         self._responses_model: str | None = None
         self._responses_api = False  # a /v1/responses call: its stream ends in that API's own events
 
@@ -53,32 +61,71 @@ class ClientLink:
         while (await self._receive())["type"] != "http.disconnect":
             pass
 
+    def while_present(self) -> _WhilePresent:
+        """`async with`: the block is cancelled the moment the client hangs up or stalls; raises ClientGone."""
+        return _WhilePresent(self, self._stalled_client_sec)
+
     def close(self) -> None:
         if self._hang_up is not None and not self._hang_up.done():
             self._hang_up.cancel()
 
+    # --- writing ----------------------------------------------------------------------------
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """The response's status and headers; an error after this is told in the body."""
+        self.started = True
+        await self._write({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def write(self, body: bytes, *, more: bool = True) -> None:
+        """Part of the body; `more=False` ends the response."""
+        if not more:
+            self.finished = True
+        await self._write({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        if self.gone:
+            raise ClientGone
+        scope = self._scope
+        if scope is not None:
+            # Inside `while_present`, its watchdog bounds the write: two stores per write, no
+            # timer, since this runs for every event of every stream.
+            scope.writing_since = scope.loop.time()
+            try:
+                await self._send(message)
+            finally:
+                scope.writing_since = None
+            return
+        try:
+            async with asyncio.timeout(self._stalled_client_sec):
+                await self._send(message)
+        except TimeoutError:
+            self.gone = True  # a client that reads nothing for this long is not waiting for an answer
+            raise ClientGone from None
+
     async def keep_alive_while_queued(self, position: int) -> None:
         """For a queued stream: headers now, then one SSE comment per heartbeat, with the position."""
         if not self.started:
-            self.started = True
-            await self._send_or_drop({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        comment = f": poolgate: waiting for a key, position {position + 1} in line\n\n".encode()
-        await self._send_or_drop({"type": "http.response.body", "body": comment, "more_body": True})
+            await self.start(200, SSE_HEADERS)
+        await self.write(f": poolgate: waiting for a key, position {position + 1} in line\n\n".encode())
 
-    async def _send_or_drop(self, message: dict[str, Any]) -> None:
-        try:
-            await asyncio.wait_for(self.send(message), STALLED_CLIENT_SEC)
-        except TimeoutError:
-            raise GatewayError("invalid_request", "The client stopped reading.") from None
+    async def send_complete(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response at once (a body already read)."""
+        await self.start(status, [*headers, (b"content-length", str(len(body)).encode())])
+        await self.write(body, more=False)
 
     async def send_error(self, error: GatewayError) -> None:
         """The error as a status and body, or as the dialect's SSE error event once the stream has begun."""
-        status, headers, body = render_error(self.dialect, error)
-        if not self.started:
-            await self.send({"type": "http.response.start", "status": status, "headers": headers})
-            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        if self.gone or self.finished:
             return
-        await self.end_stream_with_error(body)
+        status, headers, body = render_error(self.dialect, error)
+        try:
+            if not self.started:
+                await self.start(status, headers)
+                await self.write(body, more=False)
+                return
+            await self.end_stream_with_error(body)
+        except ClientGone:
+            pass  # it stopped reading: there is nobody to tell
 
     async def end_stream_with_error(self, error_body: bytes) -> None:
         if self._responses_api:
@@ -89,7 +136,77 @@ class ClientLink:
             event = b"event: error\ndata: " + _one_line(error_body) + b"\n\n"
         else:
             event = b"data: " + _one_line(error_body) + b"\n\n"
-        await self.send({"type": "http.response.body", "body": event, "more_body": False})
+        await self.write(event, more=False)
+
+
+class _WhilePresent:
+    """A cancel scope tied to the client's presence.
+
+    A hang-up, or a write to the client waiting `STALLED_CLIENT_SEC` (seen by a
+    watchdog that looks every half of that, so within 1.5 times it), cancels
+    the task serving the request once; the scope takes its
+    cancellation back on the way out (`Task.uncancel`), so a cancellation from
+    elsewhere (shutdown) is never mistaken for the client leaving. A store call
+    can swallow a cancellation (redis-py's asyncio client over the embedded
+    store does, about one time in three when it lands mid-call), so the queue,
+    which makes store calls while it waits, also watches `hang_up` itself.
+    Cancelling more than once is not the answer: it would break into the
+    cleanup that the first cancellation set going.
+    """
+
+    def __init__(self, link: ClientLink, stalled_client_sec: float) -> None:
+        self._link = link
+        self._stalled_sec = stalled_client_sec
+        self.loop = asyncio.get_running_loop()
+        self.writing_since: float | None = None  # loop time a write to the client began, while it waits
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+        self._active = False
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._active = True
+        self._link._scope = self
+        self._link.hang_up.add_done_callback(self._on_hang_up)
+        self._watchdog = self.loop.call_later(self._stalled_sec / 2, self._look_for_stall)
+
+    def _on_hang_up(self, _: asyncio.Future[Any]) -> None:
+        # uvicorn also reports "disconnect" once the response is complete: that one is not a hang-up.
+        if not self._link.finished:
+            self._client_gone()
+
+    def _look_for_stall(self) -> None:
+        if not self._active:
+            return
+        since = self.writing_since
+        if since is not None and self.loop.time() - since >= self._stalled_sec:
+            self._client_gone()  # a client that reads nothing for this long is not waiting for an answer
+            return
+        self._watchdog = self.loop.call_later(self._stalled_sec / 2, self._look_for_stall)
+
+    def _client_gone(self) -> None:
+        if not self._active or self._cancelled or self._task is None:
+            return
+        self._link.gone = True
+        self._cancelled = True
+        self._task.cancel()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._active = False
+        self._link._scope = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._link.hang_up.remove_done_callback(self._on_hang_up)
+        if not self._cancelled or self._task is None:
+            return
+        if self._task.uncancel():
+            return  # cancelled from elsewhere too: that cancellation goes on
+        if exc_type is not None:
+            # Whatever the block raised, there is nobody to tell any more.
+            raise ClientGone from None
 
 
 def _one_line(body: bytes) -> bytes:

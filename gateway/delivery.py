@@ -1,25 +1,29 @@
 """Relaying an upstream reply to the client, whole or as a stream, then settling it.
 
 Streams go out event by event as upstream produces them, never buffered whole.
-A client that hangs up mid-stream cancels the upstream request at once, and
-its key goes back to the pool in the same moment. Every reply says how long
-it waited in the queue (`x-queue-wait-ms`; an SSE comment for a stream whose
-headers went out while it waited).
+Everything goes out through the `ClientLink`, which bounds every write
+(`STALLED_CLIENT_SEC`) and cancels delivery the moment the client hangs up;
+upstream's connection is closed and the key settled on any exit. Every reply
+says how long it waited in the queue (`x-queue-wait-ms`; an SSE comment for a
+stream whose headers went out while it waited).
+
+A stream that ends before upstream reported its usage (the client left,
+upstream broke off) is counted from what was relayed, and marked as estimated
+(`gateway.settlement`); complete streams never pay for that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
 
 import httpx
 
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers import Provider, scrubber_for
-from gateway.relay import UpstreamReply, close_quietly
+from gateway.relay import UpstreamReply
+from gateway.settlement import RelayedEvents
 from gateway.sse import EventFramer
 from gateway.upstream_client import read_body
 from gateway.validation import UpstreamCall, listed_models_only
@@ -27,66 +31,59 @@ from keypool import Usage
 
 log = logging.getLogger("poolgate.relay")
 
-Send = Any
 
-
-async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
-                        send: Send) -> None:
+async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Provider, link: ClientLink) -> None:
     """A non-streaming reply: relayed byte-exact but for any form of the key, then its usage is recorded."""
     assert reply.response is not None
     try:
         body = await read_body(reply.response)
-    except httpx.HTTPError as exc:  # upstream broke off mid-body: the pipeline's hold returns the lease as FAILED
+    except asyncio.CancelledError:
+        if link.gone and reply.hold is not None:  # upstream has answered, or nearly: the prompt is counted
+            await reply.hold.settle_estimated(call.body, RelayedEvents(provider.stream_text), None,
+                                              call.identity, reply.budget)
+        raise
+    except httpx.HTTPError as exc:  # upstream broke off mid-body: the hold returns the lease as FAILED
         log.warning("upstream %s body broke off: %s", call.provider, type(exc).__name__)
         raise GatewayError("upstream_failed", f"The upstream {call.provider} API broke off its reply.") from None
-    finally:
-        await close_quietly(reply.response)
+    shown = body
     if call.listed_families and reply.status == 200:  # ALLOWED_MODEL_FAMILIES: a models list shows only those
-        body = listed_models_only(body, call.provider, call.listed_families)
-    await _send_complete(send, reply.status, reply.headers, scrubber_for(reply.lease.secret).scrub(body))
-    await _settle(reply, call, provider.usage_from_body(body))
-
-
-async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
-                         link: ClientLink) -> None:
-    """A streamed reply, relayed while it is produced; a client hang-up stops it at once."""
-    pump = asyncio.ensure_future(_pump_stream(reply, call, provider, link))
+        shown = listed_models_only(body, call.provider, call.listed_families)
     try:
-        await asyncio.wait((pump, link.hang_up), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not pump.done():
-            pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        await link.send_complete(reply.status, reply.headers, scrubber_for(reply.lease.secret).scrub(shown))
+    finally:  # upstream answered whole: its usage counts even if the client left while we wrote
+        await _settle(reply, call, provider.usage_from_body(body))
 
 
-async def _pump_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider,
-                       link: ClientLink) -> None:
+async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, link: ClientLink) -> None:
+    """A streamed reply, relayed while it is produced; cancelled by `link` when the client leaves or stalls."""
     assert reply.response is not None
-    send = link.send
     reader = provider.stream_reader(call.drop_usage_chunk)
     framer = EventFramer()
     scrub = scrubber_for(reply.lease.secret).scrub  # an event may echo the key, mid-stream as much as at the end
+    relayed = RelayedEvents(provider.stream_text)
     try:
         if link.started:
-            waited = f": poolgate: waited {reply.waited_ms} ms for a key\n\n".encode()
-            await send({"type": "http.response.body", "body": waited, "more_body": True})
+            await link.write(f": poolgate: waited {reply.waited_ms} ms for a key\n\n".encode())
         else:
-            await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
-            link.started = True  # from here on an error can only be told as an SSE event
+            await link.start(reply.status, reply.headers)  # from here on an error can only be an SSE event
         try:
             async for chunk in reply.response.aiter_raw():
                 events = [event for event in framer.feed(chunk) if reader.read(event)]
                 if events:
-                    await send({"type": "http.response.body", "body": scrub(b"".join(events)), "more_body": True})
+                    relayed.extend(events)
+                    await link.write(scrub(b"".join(events)))
         except httpx.HTTPError as exc:  # upstream broke off mid-stream: end ours where theirs ended
             log.warning("upstream %s stream broke off: %s", call.provider, type(exc).__name__)
-        tail = scrub(framer.flush())
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await link.write(scrub(framer.flush()), more=False)
     finally:
-        # Runs on completion, on upstream failure and on cancellation by a client hang-up alike.
-        await close_quietly(reply.response)
-        await asyncio.shield(_settle(reply, call, reader.usage))
+        # Runs on completion, on upstream failure and on cancellation alike (the reply's
+        # connection is closed by `Relay.open`); the hold shields its store call, so a cancelled
+        # request still settles, counted.
+        assert reply.hold is not None
+        if reader.complete:
+            await _settle(reply, call, reader.usage)
+        else:
+            await reply.hold.settle_estimated(call.body, relayed, reader.usage, call.identity, reply.budget)
 
 
 async def _settle(reply: UpstreamReply, call: UpstreamCall, usage: Usage | None) -> None:
@@ -99,10 +96,4 @@ async def deliver_read(reply: UpstreamReply, link: ClientLink) -> None:
     if link.started:
         await link.end_stream_with_error(reply.body or b"")
     else:
-        await _send_complete(link.send, reply.status, reply.headers, reply.body or b"")
-
-
-async def _send_complete(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+        await link.send_complete(reply.status, reply.headers, reply.body or b"")

@@ -46,6 +46,7 @@ class ProxyPipeline:
         max_request_bytes: int,
         proxy_route: str,
         allowed_families: frozenset[str] = frozenset(),
+        stalled_client_sec: float = 30.0,
     ) -> None:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
@@ -53,10 +54,11 @@ class ProxyPipeline:
         self._max_request_bytes = max_request_bytes
         self._proxy_route = proxy_route
         self._allowed_families = allowed_families
+        self._stalled_client_sec = stalled_client_sec
 
     async def handle(self, route: Route, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one proxied request (stage 1, routing, already chose `route`)."""
-        link = ClientLink(send, receive, route.dialect)
+        link = ClientLink(send, receive, route.dialect, self._stalled_client_sec)
         try:
             method = scope["method"]
             headers = dict(scope["headers"])
@@ -72,21 +74,23 @@ class ProxyPipeline:
             if call.endpoint == "responses":
                 link.speak_responses_api(call.model)
             await admit(call, identity)
-            reply = await self._relay.open(call, headers, link)
             provider = self._relay.provider(call.provider)
-            async with reply.hold or contextlib.nullcontext():  # the lease, returned exactly once on any exit
+            # Everything from here on is cancelled the moment the client hangs up or stops reading:
+            # no key is held, and no upstream call runs, for a client that is not there.
+            async with link.while_present(), self._relay.open(call, headers, link) as reply:
+                # The reply's lease is held by `open` and returned exactly once when this block ends.
                 if reply.response is None:
                     await deliver_read(reply, link)
                 elif call.stream:
                     await deliver_stream(reply, call, provider, link)
                 else:
-                    await deliver_whole(reply, call, provider, send)
+                    await deliver_whole(reply, call, provider, link)
         except GatewayError as error:
             await link.send_error(error)
         except QueueRefusal as refusal:
             await link.send_error(refusal_error(refusal))
         except ClientGone:
-            pass  # it left while waiting; its ticket has left the queue too
+            pass  # it hung up or stopped reading: whatever served it was cancelled and given back
         except RedisError as error:  # after the reply has gone out, settlement logs this itself
             log.error("the store did not answer: %s", type(error).__name__)  # never the URL: it may hold a password
             await link.send_error(GatewayError(

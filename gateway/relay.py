@@ -14,7 +14,9 @@ is not followed and never passed on: it counts as upstream failing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from dispatch import Dispatcher
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
 from gateway.providers import KeyVerdict, Provider, scrub_secret, scrubber_for
-from gateway.settlement import LeaseHold
+from gateway.settlement import LeaseHold, RelayedEvents
 from gateway.upstream_client import UpstreamClient, read_body
 from gateway.validation import UpstreamCall
 from keypool import FAILED, OK, KeyLease, RateBudget
@@ -54,7 +56,7 @@ class UpstreamReply:
     body: bytes | None = None  # already read (a client error passed through)
     budget: RateBudget | None = None  # the key's rate-limit budget as this reply reported it
     waited_ms: int = 0  # time spent in the queue
-    hold: LeaseHold | None = None  # owns the lease from here on; the pipeline settles it exactly once
+    hold: LeaseHold | None = None  # owns the lease; settled once, by delivery or when `Relay.open` ends
 
 
 class Relay:
@@ -78,8 +80,17 @@ class Relay:
     def provider(self, name: str) -> Provider:
         return self._providers[name]
 
-    async def open(self, call: UpstreamCall, client_headers: dict[bytes, bytes], link: ClientLink) -> UpstreamReply:
-        """Lease a key and get upstream's answer started, moving to other keys as upstream requires."""
+    @contextlib.asynccontextmanager
+    async def open(
+        self, call: UpstreamCall, client_headers: dict[bytes, bytes], link: ClientLink
+    ) -> AsyncIterator[UpstreamReply]:
+        """`async with`: upstream's answer, started with a leased key, moving to other keys as upstream requires.
+
+        Each attempt's lease is one `LeaseHold`, entered where it is leased: an attempt that
+        fails gives its key back before the next begins, and the reply's lease is returned
+        when the `async with` ends, whatever ended it (a relayed body, an error, the client
+        leaving, a cancellation).
+        """
         provider = self._providers[call.provider]
         client = self._clients[call.provider]
         url = f"{provider.base_url}{call.path}" + (f"?{call.query}" if call.query else "")
@@ -92,44 +103,60 @@ class Relay:
         keep_alive = link.keep_alive_while_queued if call.stream else None
         while True:
             # A rate-limited key rests until its cooldown ends, so the call simply waits its turn again.
+            # A client leaving while queued cancels this wait (ClientLink.while_present); the queue
+            # watches for it too, since its store calls can swallow a cancellation.
             lease = await self._queues.acquire(
                 call.provider, call.family, call.identity, place,
                 prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
             )
-            headers = forwarded + provider.auth_headers(lease, client_headers)
-            try:
-                response = await client.send(call.method, url, headers, call.body)
-            except httpx.HTTPError as exc:
-                await self._pool.settle(lease, call.family, FAILED)
-                server_failures += 1
-                last_problem = f"could not reach upstream ({type(exc).__name__})"
-                log.warning("upstream %s: %s on key %s", call.provider, type(exc).__name__, lease.key_id)
-                await self._back_off_or_fail(call, server_failures, last_problem)
-                continue
-            if response.status_code < 300:
-                return UpstreamReply(
-                    response.status_code,
-                    [*_safe_headers(response, lease.secret), (b"x-queue-wait-ms", str(place.waited_ms).encode())],
-                    lease,
-                    response,
-                    budget=provider.rate_budget(_header_dict(response)),
-                    waited_ms=place.waited_ms,
-                    hold=LeaseHold(self._pool, lease, call.family),
-                )
+            async with LeaseHold(self._pool, lease, call.family) as hold:
+                headers = forwarded + provider.auth_headers(lease, client_headers)
+                try:
+                    response = await client.send(call.method, url, headers, call.body)
+                except asyncio.CancelledError:
+                    if link.gone:  # upstream has the prompt: what the client asked for is counted
+                        await hold.settle_estimated(call.body, RelayedEvents(provider.stream_text), None,
+                                                    call.identity, None)
+                    raise
+                except httpx.HTTPError as exc:
+                    await hold.settle(FAILED)
+                    server_failures += 1
+                    log.warning("upstream %s: %s on key %s", call.provider, type(exc).__name__, lease.key_id)
+                    await self._back_off_or_fail(call, server_failures, f"could not reach upstream "
+                                                                        f"({type(exc).__name__})")
+                    continue
+                if response.status_code < 300:
+                    try:
+                        yield UpstreamReply(
+                            response.status_code,
+                            [*_safe_headers(response, lease.secret),
+                             (b"x-queue-wait-ms", str(place.waited_ms).encode())],
+                            lease,
+                            response,
+                            budget=provider.rate_budget(_header_dict(response)),
+                            waited_ms=place.waited_ms,
+                            hold=hold,
+                        )
+                    finally:
+                        await close_quietly(response)
+                    return
 
-            body = await read_body(response)
-            await response.aclose()
-            if response.status_code < 400:
-                # A redirect is never the API's answer, and its body and Location may carry the key (a login
-                # page, a moved base URL). poolgate follows none: it is upstream failing, said in our words.
-                verdict: KeyVerdict | None = KeyVerdict(FAILED, reason=f"upstream: {response.status_code} redirect")
-            else:
-                verdict = provider.judge_failure(response.status_code, _header_dict(response), body)
-            if verdict is None:  # the client's own mistake: it gets upstream's answer, minus any key
-                await self._pool.settle(lease, call.family, OK)
-                body = scrub_secret(body, lease.secret)
-                return UpstreamReply(response.status_code, _safe_headers(response, lease.secret), lease, None, body)
-            await self._settle_failure(lease, call, verdict)
+                try:
+                    body = await read_body(response)
+                finally:
+                    await close_quietly(response)
+                if response.status_code < 400:
+                    # A redirect is never the API's answer, and its body and Location may carry the key (a login
+                    # page, a moved base URL). poolgate follows none: it is upstream failing, said in our words.
+                    verdict: KeyVerdict | None = KeyVerdict(FAILED, reason=f"upstream: {response.status_code} redirect")
+                else:
+                    verdict = provider.judge_failure(response.status_code, _header_dict(response), body)
+                if verdict is None:  # the client's own mistake: it gets upstream's answer, minus any key
+                    await hold.settle(OK)
+                    yield UpstreamReply(response.status_code, _safe_headers(response, lease.secret), lease, None,
+                                        scrub_secret(body, lease.secret), hold=hold)
+                    return
+                await self._settle_failure(hold, verdict)
             last_problem = f"upstream answered {response.status_code}"
             if verdict.outcome == FAILED:
                 server_failures += 1
@@ -143,12 +170,11 @@ class Relay:
                         f"(last: {response.status_code}). Try again later.",
                     )
 
-    async def _settle_failure(self, lease: KeyLease, call: UpstreamCall, verdict: KeyVerdict) -> None:
-        status = await self._pool.settle(
-            lease, call.family, verdict.outcome, cooldown_sec=verdict.cooldown_sec, reason=verdict.reason
-        )
+    @staticmethod
+    async def _settle_failure(hold: LeaseHold, verdict: KeyVerdict) -> None:
+        status = await hold.settle(verdict.outcome, cooldown_sec=verdict.cooldown_sec, reason=verdict.reason)
         if verdict.outcome != FAILED:
-            log.warning("key %s is now %s (%s)", lease.key_id, status, verdict.reason or verdict.outcome)
+            log.warning("key %s is now %s (%s)", hold.lease.key_id, status, verdict.reason or verdict.outcome)
 
     async def _back_off_or_fail(self, call: UpstreamCall, failures: int, problem: str) -> None:
         if failures > self._upstream_retries:
@@ -172,7 +198,8 @@ def _safe_headers(response: httpx.Response, secret: str) -> list[tuple[bytes, by
 
 
 async def close_quietly(response: Any) -> None:
+    """Close upstream's connection, even from a request being cancelled (shielded)."""
     try:
-        await response.aclose()
+        await asyncio.shield(response.aclose())
     except Exception:  # the connection is being dropped anyway
         pass

@@ -114,6 +114,10 @@ class Settings:
     heartbeat_interval_sec: float = _setting(
         "HEARTBEAT_INTERVAL_SEC", 5.0, "Seconds between the SSE comments a queued streaming request receives"
     )
+    stalled_client_sec: float = _setting(
+        "STALLED_CLIENT_SEC", 30.0,
+        "A client that takes no data for this long is dropped: upstream cancelled, its key freed",
+    )
     check_keys: bool = _setting(
         "CHECK_KEYS", True, "Check keys at start-up, when added, on a schedule and after traffic retires them"
     )
@@ -269,7 +273,7 @@ class Settings:
         for name in ("MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
-        for name in ("UPSTREAM_TIMEOUT_SEC", "KEY_COOLDOWN_MAX_SEC", "LEASE_TTL_SEC"):
+        for name in ("UPSTREAM_TIMEOUT_SEC", "KEY_COOLDOWN_MAX_SEC", "LEASE_TTL_SEC", "STALLED_CLIENT_SEC"):
             if getattr(self, name.lower()) <= 0:
                 problems.append(f"{name} must be positive")
         if self.client_header_timeout_sec <= 0 or self.client_body_timeout_sec <= 0:

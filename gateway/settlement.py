@@ -4,26 +4,36 @@ Tokens come from upstream's own `usage` (the whole body, or the stream's usage
 events); a reply without usage still counts as a prompt served. Accounting and
 the lease's return are one atomic step, so nothing is counted twice or lost
 when a process dies between them.
+
+When upstream's usage never arrived whole (a stream the client left, or that
+upstream broke off), the prompt and the text actually relayed are counted
+here instead (`catalog.tokens`), and the record is marked as estimated
+(`estimated_prompts` in the usage totals). Only that path pays for counting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from catalog.tokens import count_tokens
 from dispatch import Dispatcher
+from gateway.providers.base import prompt_text
 from keypool import FAILED, OK, KeyLease, RateBudget, Usage
 
 log = logging.getLogger("poolgate.settle")
 
 
 async def settle_usage(
-    pool: Dispatcher, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None
+    pool: Dispatcher, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None,
+    *, estimated: bool = False,
 ) -> None:
     """Also records the key's rate-limit budget the reply reported, which paces the key from now on."""
     try:
-        await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity, budget=budget)
+        await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity, budget=budget,
+                          estimated=estimated)
     except Exception as exc:  # the reply has gone out; the lease will expire by itself
         log.error("could not settle lease of key %s: %s", lease.key_id, type(exc).__name__)
 
@@ -31,8 +41,10 @@ async def settle_usage(
 class LeaseHold:
     """One lease, owned in one place and given back exactly once: `async with` settles it on any exit.
 
-    An exit by exception returns it as FAILED; an exit without an explicit settlement returns it OK,
-    uncounted. A second settlement is a no-op, so every path may settle without counting twice.
+    An exit by exception (cancellation included) returns it as FAILED; an exit without an
+    explicit settlement returns it OK, uncounted. A second settlement is a no-op, so every
+    path may settle without counting twice. The store call itself is shielded: a request
+    cancelled while it settles still gives its key back.
     """
 
     def __init__(self, pool: Dispatcher, lease: KeyLease, family: str) -> None:
@@ -45,13 +57,43 @@ class LeaseHold:
         if self.settled:
             return None
         self.settled = True
-        return await self.pool.settle(self.lease, self.family, outcome, **details)
+        return await asyncio.shield(self.pool.settle(self.lease, self.family, outcome, **details))
 
-    async def settle_usage(self, usage: Usage | None, identity: str, budget: RateBudget | None) -> None:
+    async def settle_usage(
+        self, usage: Usage | None, identity: str, budget: RateBudget | None, *, estimated: bool = False
+    ) -> None:
         if self.settled:
             return
         self.settled = True
-        await settle_usage(self.pool, self.lease, self.family, usage, identity, budget)
+        await asyncio.shield(
+            settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated)
+        )
+
+    async def settle_estimated(
+        self, request_body: bytes, relayed: RelayedEvents, reported: Usage | None, identity: str,
+        budget: RateBudget | None,
+    ) -> None:
+        """Upstream's usage never arrived whole: count the prompt and what was relayed, then settle.
+
+        The hold is claimed before the counting starts and the counting runs as a task of its
+        own, so no other exit (a cancellation arriving meanwhile) returns the lease uncounted.
+        """
+        if self.settled:
+            return
+        self.settled = True
+        await asyncio.shield(asyncio.ensure_future(
+            self._count_and_settle(request_body, relayed, reported, identity, budget)))
+
+    async def _count_and_settle(
+        self, request_body: bytes, relayed: RelayedEvents, reported: Usage | None, identity: str,
+        budget: RateBudget | None,
+    ) -> None:
+        try:
+            usage = await asyncio.to_thread(_estimate, request_body, relayed, reported)  # a long text takes CPU
+        except Exception as error:  # never lose the settlement over an estimate
+            log.error("could not estimate usage: %s", type(error).__name__)
+            usage = reported or Usage()
+        await settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=True)
 
     async def __aenter__(self) -> LeaseHold:
         return self
@@ -60,6 +102,41 @@ class LeaseHold:
         if self.settled:
             return
         try:
-            await asyncio.shield(self.settle(OK if exc_type is None else FAILED))
+            await self.settle(OK if exc_type is None else FAILED)
         except Exception as error:  # the lease will expire by itself
             log.error("could not settle lease of key %s: %s", self.lease.key_id, type(error).__name__)
+
+
+class RelayedEvents:
+    """A stream's events as relayed, kept only so a stream cut short can be counted.
+
+    Past `HELD_BYTES` the events are boiled down to their text, so a long stream
+    holds its answer's text, not its JSON envelopes.
+    """
+
+    HELD_BYTES = 256 << 10  # a stream of ~1,000 OpenAI tokens; 1,000 such streams at once hold 256 MB at most
+
+    def __init__(self, text_of: Callable[[list[bytes]], str]) -> None:
+        self._text_of = text_of
+        self._events: list[bytes] = []
+        self._held = 0
+        self._texts: list[str] = []
+
+    def extend(self, events: list[bytes]) -> None:
+        self._events.extend(events)
+        self._held += sum(map(len, events))
+        if self._held > self.HELD_BYTES:
+            self._texts.append(self._text_of(self._events))
+            self._events = []
+            self._held = 0
+
+    def text(self) -> str:
+        return "".join(self._texts) + self._text_of(self._events)
+
+
+def _estimate(request_body: bytes, relayed: RelayedEvents, reported: Usage | None) -> Usage:
+    # Upstream's own input count, when it gave one (Anthropic's `message_start`), beats ours.
+    prompt = reported.input_tokens if reported is not None and reported.input_tokens > 0 else \
+        count_tokens(prompt_text(request_body))
+    return Usage(prompt, count_tokens(relayed.text()))
+

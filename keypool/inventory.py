@@ -141,7 +141,8 @@ def _view(kid: str, fields: dict[str, str]) -> dict[str, Any]:
         "inflight": int(fields.get("inflight") or 0),
         "added_at_ms": int(fields.get("added_at") or 0),
         "last_used_ms": int(fields.get("last_used") or 0),
-        "usage": {name: int(fields.get(name) or 0) for name in ("prompts", "input_tokens", "output_tokens")},
+        "usage": {name: int(fields.get(name) or 0)
+                  for name in ("prompts", "input_tokens", "output_tokens", "estimated_prompts")},
         "last_check": {"at_ms": checked_at, "result": scrubbed("check_result")} if checked_at else None,
         "next_check_at_ms": int(fields.get("next_check_at") or 0) or None,
     }

@@ -121,6 +121,7 @@ class KeyPool:
                     "prompts": int(fields.get("prompts") or 0),
                     "input_tokens": int(fields.get("input_tokens") or 0),
                     "output_tokens": int(fields.get("output_tokens") or 0),
+                    "estimated_prompts": int(fields.get("estimated_prompts") or 0),
                     "paced_until_ms": _paced_until(fields, now),
                 }
             )
@@ -138,12 +139,16 @@ class KeyPool:
     async def usage_totals(self) -> dict[str, int]:
         raw = await self._redis.hgetall(self.schema.total_usage)
         totals = {_text(k): int(v) for k, v in raw.items()}
-        return {name: totals.get(name, 0) for name in ("prompts", "input_tokens", "output_tokens")}
+        return {name: totals.get(name, 0) for name in _USAGE_FIELDS}
 
     async def family_usage(self, family: str) -> dict[str, int]:
         raw = await self._redis.hgetall(self.schema.family_usage(family))
         totals = {_text(k): int(v) for k, v in raw.items()}
-        return {name: totals.get(name, 0) for name in ("prompts", "input_tokens", "output_tokens")}
+        return {name: totals.get(name, 0) for name in _USAGE_FIELDS}
+
+
+# `estimated_prompts`: how many of the prompts were counted by poolgate, upstream's usage never having arrived.
+_USAGE_FIELDS = ("prompts", "input_tokens", "output_tokens", "estimated_prompts")
 
 
 def _store_ms(reply: Any) -> int:

@@ -5,7 +5,8 @@
                                        cooldown_until (ms), inflight, last_used (ms), source, added_at,
                                        filed (where candidates.lua filed it: "{provider}|{set},{set}"),
                                        limit (the concurrency learned from its 429s; absent: unknown),
-                                       status_reason, prompts, input_tokens, output_tokens;
+                                       status_reason, prompts, input_tokens, output_tokens,
+                                       estimated_prompts (of those prompts, counted by poolgate);
                                        from key checks: checked_at (ms), check_result, next_check_at (ms),
                                        recheck_attempt, recheck_pending, revived_at (ms), organizations, tier;
                                        parent (an organization's entry split off the key with that id)
@@ -13,7 +14,7 @@
                                        serving every family (set "*") or the family named
     {prefix}resting:{provider}:{set}  ZSET  key id -> when it may serve again (ms): cooling down or paced
     {prefix}leases               ZSET  lease id ("{key id}:{nonce}") -> expiry time (ms)
-    {prefix}usage:family:{name}  HASH  prompts, input_tokens, output_tokens served for a model family
+    {prefix}usage:family:{name}  HASH  prompts, input_tokens, output_tokens, estimated_prompts of a model family
     {prefix}usage:total          HASH  the same over everything
     {prefix}active               ZSET  identity -> last time (ms) it was served; "people active now"
     {prefix}checking:{id}        STRING  held while a check of the key runs, so two at once do one probe

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from scripted_upstream import Exchange, ScriptedUpstream, json_head
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 GOOD_BODY = (
@@ -115,3 +116,58 @@ def test_a_body_broken_off_midway_is_a_502_and_the_key_is_free_again(start_gatew
     assert again.json()["choices"][0]["message"]["content"] == "hello"
     assert breaking_upstream.requests == 2
     assert gateway.key_status("0001")["inflight"] == 0
+
+
+GOOD_REPLY = json_head(200, len(GOOD_BODY), "connection: close\r\n") + GOOD_BODY
+
+
+async def _error_body_broken_off(exchange: Exchange) -> None:
+    """A 500 whose error body upstream breaks off: reading why it failed fails too."""
+    await exchange.write(json_head(500, 1000) + b'{"error":')
+
+
+def test_an_attempt_that_fails_unexpectedly_gives_its_key_back_at_once(start_gateway):
+    async def answer(exchange: Exchange) -> None:
+        await (_error_body_broken_off(exchange) if exchange.index == 0 else exchange.write(GOOD_REPLY))
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(
+            OPENAI_BASE_URL=upstream.url, OPENAI_KEY="sk-only-key-0001", KEY_CONCURRENCY="1",
+            QUEUE_TIMEOUT_SEC="3", UPSTREAM_RETRIES="0",
+        )
+        url = gateway.url + "/proxy/openai/v1/chat/completions"
+        failed = httpx.post(url, json=CHAT, timeout=30)
+        assert failed.status_code == 502
+        assert failed.json()["error"]["code"] == "upstream_error"
+        assert "sk-only" not in failed.text and "Traceback" not in failed.text
+        assert gateway.key_status("0001")["inflight"] == 0, "the failed attempt's lease was given back"
+
+        # Well inside the lease TTL (60 s) and the queue timeout (3 s): the only key is free now.
+        again = httpx.post(url, json=CHAT, timeout=30)
+        assert again.status_code == 200
+        assert again.json()["choices"][0]["message"]["content"] == "hello"
+        assert len(upstream.exchanges) == 2
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.parametrize("headers", [
+    {"x-ratelimit-remaining-requests": "1e999", "x-ratelimit-reset-requests": "1s"},
+    {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1e999"},
+    {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-reset-tokens": "inf"},
+], ids=["remaining", "reset", "tokens_reset"])
+def test_rate_limit_headers_no_arithmetic_survives_do_not_break_a_reply(start_gateway, headers):
+    async def answer(exchange: Exchange) -> None:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "connection: close\r\n"
+        await exchange.write(json_head(200, len(GOOD_BODY), extra) + GOOD_BODY)
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(OPENAI_BASE_URL=upstream.url, OPENAI_KEY="sk-only-key-0001", KEY_CONCURRENCY="1")
+        for _ in range(2):  # and the key stays usable
+            reply = httpx.post(gateway.url + "/proxy/openai/v1/chat/completions", json=CHAT, timeout=30)
+            assert reply.status_code == 200
+            assert reply.json()["choices"][0]["message"]["content"] == "hello"
+    finally:
+        upstream.stop()

@@ -108,9 +108,9 @@ def test_waiting_too_long_is_a_504(start_gateway, upstream):
         assert first.result().status_code == 200
         timed_out = second.result()
     assert timed_out.status_code == 504
-    assert timed_out.json()["error"]["message"] == (
-        "Waited 0 s in the gpt-4o-mini queue without a key coming free; try again later."
-    )
+    error = timed_out.json()["error"]
+    assert error["code"] == "queue_timeout"
+    assert error["message"] == "Waited 0 s in the gpt-4o-mini queue without a key coming free; try again later."
     assert len(served_order(upstream)) == 1, "the timed-out request never reached upstream"
 
 
@@ -339,9 +339,8 @@ async def test_a_queued_stream_whose_client_stops_reading_is_dropped(monkeypatch
     import asyncio
 
     from gateway import client_link
-    from gateway.errors import GatewayError
+    from queues.waiting import ClientGone
 
-    monkeypatch.setattr(client_link, "STALLED_CLIENT_SEC", 0.2)
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -349,7 +348,7 @@ async def test_a_queued_stream_whose_client_stops_reading_is_dropped(monkeypatch
         if message["type"] == "http.response.body":
             await asyncio.Event().wait()  # the socket buffer is full: the client reads nothing
 
-    link = client_link.ClientLink(send, None, "openai")
-    with pytest.raises(GatewayError):
+    link = client_link.ClientLink(send, None, "openai", stalled_client_sec=0.2)
+    with pytest.raises(ClientGone):
         await asyncio.wait_for(link.keep_alive_while_queued(3), timeout=5)
     assert sent[0]["status"] == 200 and b"position 4" in sent[1]["body"]

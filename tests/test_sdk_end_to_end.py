@@ -162,7 +162,7 @@ def test_non_streaming_body_is_relayed_byte_exact(start_gateway):
         gateway = start_gateway(OPENAI_KEY="sk-exact-0001", OPENAI_BASE_URL=f"http://127.0.0.1:{server.server_port}")
         reply = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
         assert reply.content == odd
-        assert gateway.usage_totals() == {"prompts": 1, "input_tokens": 3, "output_tokens": 2}
+        assert gateway.usage_totals() == {"prompts": 1, "input_tokens": 3, "output_tokens": 2, "estimated_prompts": 0}
     finally:
         server.shutdown()
 

@@ -48,6 +48,19 @@ class _WithUsage(msgspec.Struct):
 _read = msgspec.json.Decoder(_WithUsage).decode
 
 
+class _BlockDelta(msgspec.Struct):
+    text: str | None = None
+    partial_json: str | None = None  # a tool call's input, as it is written
+    thinking: str | None = None
+
+
+class _DeltaEvent(msgspec.Struct):
+    delta: _BlockDelta | None = None
+
+
+_read_delta = msgspec.json.Decoder(_DeltaEvent).decode
+
+
 class AnthropicStreamReader:
     """Input tokens from `message_start`, output tokens (cumulative) from `message_delta`."""
 
@@ -55,6 +68,7 @@ class AnthropicStreamReader:
         self._input = 0
         self._output = 0
         self.usage: Usage | None = None
+        self.complete = False  # `message_delta` carries the final output count
 
     def read(self, event: bytes) -> bool:
         if not _USAGE.search(event):
@@ -71,6 +85,7 @@ class AnthropicStreamReader:
                 self._input = total_in
             if tokens.output_tokens is not None:
                 self._output = tokens.output_tokens
+                self.complete = self.complete or payload.usage is not None
             self.usage = Usage(self._input, self._output)
         return True
 
@@ -99,6 +114,19 @@ class AnthropicProvider:
 
     def stream_reader(self, drop_usage_chunk: bool) -> AnthropicStreamReader:
         return AnthropicStreamReader()
+
+    def stream_text(self, events: list[bytes]) -> str:
+        parts: list[str] = []
+        for event in events:
+            if b"content_block_delta" not in event:
+                continue
+            try:
+                delta = _read_delta(event_data(event)).delta
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if delta is not None:
+                parts.extend(text for text in (delta.text, delta.partial_json, delta.thinking) if text)
+        return "".join(parts)
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
         # Only error.type says anything about the account; the message may echo the client.

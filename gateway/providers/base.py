@@ -7,6 +7,7 @@ it. One protocol, one module per provider, like httpx's transports.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ def error_kind(body: bytes) -> tuple[str, str]:
 
 
 class StreamUsageReader(Protocol):
-    usage: Usage | None
+    usage: Usage | None  # what upstream has reported so far
+    complete: bool  # upstream's final usage arrived: nothing needs estimating
 
     def read(self, event: bytes) -> bool:
         """Take usage from one SSE event; False when the event must not reach the client."""
@@ -74,6 +76,10 @@ class Provider(Protocol):
     def usage_from_body(self, body: bytes) -> Usage | None: ...
 
     def stream_reader(self, drop_usage_chunk: bool) -> StreamUsageReader: ...
+
+    def stream_text(self, events: list[bytes]) -> str:
+        """The answer's text in these stream events (content, tool arguments), to count what was relayed."""
+        ...
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
         """None when the failure is the client's own (relay it unchanged); else what to do with the key."""
@@ -92,13 +98,18 @@ def parse_duration(text: str) -> float | None:
     """OpenAI's reset durations: `20s`, `6m0s`, `1h2m3.5s`, `120ms`; a bare number is seconds."""
     text = text.strip()
     try:
-        return float(text)
+        return _finite(float(text))
     except ValueError:
         pass
     parts = _DURATION_PART.findall(text)
     if not parts:
         return None
-    return sum(float(value) * _UNIT[unit] for value, unit in parts)
+    return _finite(sum(float(value) * _UNIT[unit] for value, unit in parts))
+
+
+def _finite(seconds: float) -> float | None:
+    """A header's number, unless it is one no arithmetic survives (`inf`, `nan`, `1e999`)."""
+    return seconds if math.isfinite(seconds) else None
 
 
 def seconds_until(timestamp: str) -> float | None:
@@ -119,14 +130,14 @@ def retry_after_sec(headers: dict[str, str]) -> float | None:
     """`retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     if "retry-after-ms" in headers:
         try:
-            return float(headers["retry-after-ms"]) / 1000
+            return _finite(float(headers["retry-after-ms"]) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return float(value)
+        return _finite(float(value))
     except ValueError:
         return seconds_until(value)
 
@@ -152,10 +163,37 @@ def bounded_cooldown(seconds: float | None, maximum: float) -> float:
     return min(max(seconds, 0.5), maximum)
 
 
+# Where a request's prompt is, in any of the APIs; and what inside it is not text a model reads.
+_PROMPT_FIELDS = ("messages", "system", "prompt", "input", "instructions", "tools", "functions")
+_NOT_PROMPT = frozenset({"role", "type", "id", "tool_call_id", "tool_use_id", "url", "data", "media_type",
+                         "detail", "file_id", "cache_control"})
+
+
+def prompt_text(body: bytes) -> str:
+    """The text of a request that a model reads as its prompt, for an estimate of its tokens."""
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    parts: list[str] = []
+    pending = [payload[name] for name in _PROMPT_FIELDS if name in payload]
+    while pending:  # a walk, not recursion: the body was already accepted at any nesting it had
+        value = pending.pop()
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(v for k, v in value.items() if k not in _NOT_PROMPT)
+    return "\n".join(reversed(parts))
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "1e999" is a float, but no count
         return None
 
 

@@ -40,6 +40,47 @@ class _WithUsage(msgspec.Struct):
 _read_usage = msgspec.json.Decoder(_WithUsage).decode
 
 
+class _Function(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    text: str | None = None  # the legacy completions API
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    delta: str | dict[str, object] | None = None  # Responses API: `response.*.delta` events carry text
+
+
+_read_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+def _chunk_text(chunk: _Chunk) -> list[str]:
+    parts = [chunk.delta] if isinstance(chunk.delta, str) else []
+    for choice in chunk.choices or ():
+        if choice.text:
+            parts.append(choice.text)
+        delta = choice.delta
+        if delta is None:
+            continue
+        parts.extend(text for text in (delta.content, delta.refusal) if text)
+        parts.extend(call.function.arguments for call in delta.tool_calls or ()
+                     if call.function is not None and call.function.arguments)
+    return parts
+
+
 def _usage_of(payload: _WithUsage) -> Usage | None:
     tokens = payload.usage or (payload.response.usage if payload.response else None)
     if tokens is None:
@@ -53,6 +94,10 @@ class OpenAIStreamReader:
     def __init__(self, drop_usage_chunk: bool) -> None:
         self._drop = drop_usage_chunk
         self.usage: Usage | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.usage is not None  # OpenAI reports usage once, at the very end
 
     def read(self, event: bytes) -> bool:
         if not _USAGE.search(event):
@@ -90,6 +135,18 @@ class OpenAIProvider:
 
     def stream_reader(self, drop_usage_chunk: bool) -> OpenAIStreamReader:
         return OpenAIStreamReader(drop_usage_chunk)
+
+    def stream_text(self, events: list[bytes]) -> str:
+        parts: list[str] = []
+        for event in events:
+            data = event_data(event)
+            if not data or data == b"[DONE]":
+                continue
+            try:
+                parts.extend(_chunk_text(_read_chunk(data)))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+        return "".join(parts)
 
     def judge_failure(self, status: int, headers: dict[str, str], body: bytes) -> KeyVerdict | None:
         # Only error.code / error.type say anything about the account; the message may echo the client.
