@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Response, get
 from litestar.exceptions import NotFoundException
+from redis.exceptions import RedisError
 
 from dispatch import Dispatcher
 from gateway import __version__
@@ -60,7 +61,8 @@ class PoolgateApp:
         self.litestar = Litestar(
             openapi_config=ADMIN_OPENAPI_CONFIG,
             route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None,
-            exception_handlers={NotFoundException: not_found_here},  # a wrong path is told the base URLs to use
+            # A wrong path is told the base URLs to use; a store that does not answer is a 503, never a bare 500.
+            exception_handlers={NotFoundException: not_found_here, RedisError: _store_unavailable},
         )
         self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
@@ -173,11 +175,22 @@ class PoolgateApp:
 
 
 @get("/health")
-async def health(request: Request) -> dict[str, Any]:
-    """Liveness and store reachability, for load balancers and deploy platforms."""
+async def health(request: Request) -> Response[dict[str, Any]]:
+    """Liveness and store reachability, for load balancers and deploy platforms: 503 while the store is away."""
     app: PoolgateApp = request.app.state.admin_services
-    await app.store.ping()
-    return {"status": "ok", "version": __version__, "store": "embedded" if app.settings.store_is_embedded else "redis"}
+    store = "embedded" if app.settings.store_is_embedded else "redis"
+    try:
+        await app.store.ping()
+    except RedisError as error:
+        log.warning("health: the store did not answer: %s", type(error).__name__)
+        return Response({"status": "store_unavailable", "version": __version__, "store": store}, status_code=503)
+    return Response({"status": "ok", "version": __version__, "store": store})
+
+
+def _store_unavailable(request: Request[Any, Any, Any], error: RedisError) -> Response[Any]:
+    log.warning("%s: the store did not answer: %s", request.url.path, type(error).__name__)
+    message = "The gateway cannot reach its store right now. Try again in a moment."
+    return Response({"error": {"message": message, "type": "store_unavailable"}}, status_code=503)
 
 
 def create_app(settings: Settings | None = None) -> PoolgateApp:

@@ -72,6 +72,12 @@ def test_after_redis_restarts_empty_every_gateway_serves_again(
     while_down = admin(gateways[0], "GET", "/keys")
     assert while_down.status_code == 503, while_down.text
     assert while_down.json()["error"]["type"] == "store_unavailable"
+    health = httpx.get(gateways[0].url + "/health", timeout=10)
+    assert health.status_code == 503, health.text  # a load balancer takes this replica out; it is not a crash
+    assert health.json()["status"] == "store_unavailable"
+    status = httpx.get(gateways[0].url + "/status", timeout=10)
+    assert status.status_code == 503, status.text
+    assert status.json()["error"]["type"] == "store_unavailable"
     restartable_redis.start()  # back, and empty
 
     first_admin_call = admin(gateways[0], "GET", "/keys")
