@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -77,3 +78,13 @@ class OwnRedis:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    """True once `condition()` holds, polling it; False if it never did within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False

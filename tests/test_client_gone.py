@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from processes import wait_for
 from scripted_upstream import STREAM_HEAD, Exchange, ScriptedUpstream, chunked, json_head
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there, how are you today?"}]}
@@ -25,15 +25,6 @@ GOOD_BODY = (
 )
 GOOD_REPLY = json_head(200, len(GOOD_BODY), "connection: close\r\n") + GOOD_BODY
 HANG_UP_BOUND_SEC = 5.0  # generous on a loaded 2-core machine; without the fix it never happens
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def raw_request(gateway_url: str, payload: dict, *, receive_buffer: int | None = None) -> socket.socket:

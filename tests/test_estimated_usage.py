@@ -8,10 +8,10 @@ before then would otherwise count zero tokens: a budget evaded by hanging up.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
+from processes import wait_for
 from scripted_upstream import STREAM_HEAD, Exchange, ScriptedUpstream, chunked
 
 from catalog.families import family_of
@@ -24,15 +24,6 @@ ANTHROPIC_STREAM = ("/proxy/anthropic/v1/messages",
                     {"model": "claude-haiku-4-5", "max_tokens": 1000, "stream": True,
                      "messages": [{"role": "user", "content": PROMPT}]})
 STREAMS = {"openai": OPENAI_STREAM, "anthropic": ANTHROPIC_STREAM}
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

@@ -8,21 +8,13 @@ import time
 
 import httpx
 import pytest
+from processes import wait_for
 from scripted_upstream import STREAM_HEAD, Exchange, ScriptedUpstream, chunked
 
 from dispatch import Dispatcher
 from fake_upstream import run_mock_upstream_in_thread
 from gateway.store import open_store
 from keypool import KeyPool, PoolSchema, parse_keys
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
