@@ -30,9 +30,8 @@ from gateway.settings import Settings
 REQUIRE_REDIS = os.environ.get("POOLGATE_REQUIRE_REDIS") == "1"
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[str | None]:
-    """A real redis-server for the session, or None when the machine has none (CI always has one)."""
+def _session_redis(workdir_prefix: str, password: str = "") -> Iterator[tuple[int, str] | None]:
+    """A redis-server of the session's own: its (port, password), or None when the machine has none."""
     binary = shutil.which("redis-server")
     if binary is None:
         if REQUIRE_REDIS:
@@ -40,12 +39,19 @@ def redis_server() -> Iterator[str | None]:
         yield None
         return
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="poolgate-redis-")
-    proc = start_redis_server(binary, port, workdir)
-    yield f"redis://127.0.0.1:{port}/0"
+    workdir = tempfile.mkdtemp(prefix=workdir_prefix)
+    proc = start_redis_server(binary, port, workdir, password=password)
+    yield port, password
     proc.terminate()
     proc.wait(timeout=10)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str | None]:
+    """A real redis-server for the session, or None when the machine has none (CI always has one)."""
+    for server in _session_redis("poolgate-redis-"):
+        yield None if server is None else f"redis://127.0.0.1:{server[0]}/0"
 
 
 REDIS_PASSWORD = "poolgate-test-s3cret"
@@ -55,19 +61,8 @@ REDIS_PASSWORD = "poolgate-test-s3cret"
 def guarded_redis_server() -> Iterator[str | None]:
     """A real redis-server that asks for a password, as every managed Redis does: its URL without a database
     (`redis://:password@127.0.0.1:port`), or None when the machine has none."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if REQUIRE_REDIS:
-            pytest.fail("POOLGATE_REQUIRE_REDIS=1 but redis-server is not installed")
-        yield None
-        return
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="poolgate-guarded-redis-")
-    proc = start_redis_server(binary, port, workdir, password=REDIS_PASSWORD)
-    yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    for server in _session_redis("poolgate-guarded-redis-", REDIS_PASSWORD):
+        yield None if server is None else f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server[0]}"
 
 
 @pytest.fixture(params=["embedded", "redis"])
