@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
+from gateway.admin_users import UsersController
 from gateway.client_link import ClientLink
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
@@ -66,6 +67,7 @@ class PoolgateApp:
         )
         self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
+        self.litestar.register(UsersController)  # and for users (gateway/admin_users.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
