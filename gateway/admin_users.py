@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import FromPath
 
 from accounts.import_export import ImportProblem, apply_import, export_document, read_import
 from accounts.schema import AccountsSchema
@@ -107,12 +108,12 @@ class UsersController(Controller):
         return result
 
     @get("/{user_id:str}")
-    async def get_user(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def get_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """One user, with its addresses and per-family quotas and usage."""
         return {"user": await _view(request, user_id)}
 
     @patch("/{user_id:str}")
-    async def update_user(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def update_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """Change fields (as on create); `null` removes nickname, note, max_ips (back to MAX_IPS_PER_USER) or a
         family's refresh amount."""
         uid = _known_id(user_id)
@@ -124,7 +125,7 @@ class UsersController(Controller):
         return {"user": await _view(request, uid)}
 
     @delete("/{user_id:str}", status_code=200)
-    async def delete_user(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def delete_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """Delete a user: its token stops working, its addresses and limiter state go with it."""
         uid = _known_id(user_id)
         if not await _book(request).delete(uid):
@@ -133,7 +134,7 @@ class UsersController(Controller):
         return {"deleted": uid}
 
     @post("/{user_id:str}/disable", status_code=200)
-    async def disable_user(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def disable_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """Refuse the user's requests (403 with the reason) until enabled. Body: {"reason": "..."} (optional)."""
         uid = _known_id(user_id)
         raw = await request.body()
@@ -148,7 +149,7 @@ class UsersController(Controller):
         return {"user": await _view(request, uid)}
 
     @post("/{user_id:str}/enable", status_code=200)
-    async def enable_user(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def enable_user(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """Let the user in again, and lift the rate limiter's ban, block and strikes on it."""
         uid = _known_id(user_id)
         if not await _book(request).enable(uid):
@@ -157,7 +158,7 @@ class UsersController(Controller):
         return {"user": await _view(request, uid)}
 
     @post("/{user_id:str}/rotate-token", status_code=200)
-    async def rotate_token(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def rotate_token(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """A new token for the user, shown this once; the old token stops working at once."""
         uid = _known_id(user_id)
         token = await _book(request).rotate_token(uid)
@@ -167,7 +168,7 @@ class UsersController(Controller):
         return {"user": await _view(request, uid), "token": token}
 
     @post("/{user_id:str}/refresh-quota", status_code=200)
-    async def refresh_quota(self, request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    async def refresh_quota(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
         """Refresh the user's quotas now: each family's use goes down by its refresh amount, or back to 0."""
         uid = _known_id(user_id)
         if not await _book(request).refresh_quota(uid):
@@ -189,7 +190,7 @@ def _families(request: Request[Any, Any, Any]) -> tuple[str, ...]:
     return tuple(_settings(request).token_quotas())
 
 
-async def _view(request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+async def _view(request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
     view = await _book(request).get(_known_id(user_id))
     if view is None:
         raise _not_found()

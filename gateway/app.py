@@ -19,6 +19,9 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import NotFoundException
 from redis.exceptions import RedisError
 
+from accounts.refresh import InProcessQuotaRefresh
+from accounts.schema import AccountsSchema
+from accounts.users import UserBook
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
@@ -34,7 +37,7 @@ from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
 from gateway.script_link import open_script_runner
-from gateway.settings import Settings
+from gateway.settings import Settings, refresh_cron
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
@@ -56,6 +59,7 @@ class PoolgateApp:
         self.key_checks: KeyChecks = KeyChecksOff()
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
+        self.quota_refresh: InProcessQuotaRefresh | None = None
         self._pipeline: ProxyPipeline | None = None
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
@@ -113,6 +117,12 @@ class PoolgateApp:
         self.key_registration.on_registered_again = self.key_checks.request
         await self.key_checks.start()
         self.key_registration.start()
+        # Quota refreshes: `poolgate worker`'s rq cron with Redis (gateway/worker.py), a timer here when embedded.
+        cron_line = refresh_cron(s.quota_refresh_period)
+        if cron_line and s.store_is_embedded:
+            users = UserBook(self.store, AccountsSchema(s.redis_prefix), tuple(s.token_quotas()))
+            self.quota_refresh = InProcessQuotaRefresh(users, cron_line)
+            self.quota_refresh.start()
         providers = {
             "openai": OpenAIProvider(s.openai_base_url, s.key_cooldown_max_sec),
             "anthropic": AnthropicProvider(s.anthropic_base_url, s.key_cooldown_max_sec),
@@ -164,6 +174,8 @@ class PoolgateApp:
         if self.key_registration is not None:
             await self.key_registration.stop()
         await self.key_checks.stop()
+        if self.quota_refresh is not None:
+            await self.quota_refresh.stop()
         if self.queues is not None:
             await self.queues.stop()
         if self.dispatch is not None:
