@@ -178,7 +178,8 @@ def _read_legacy(raw: dict[str, Any], families: tuple[str, ...], now_ms: int, pl
     if not isinstance(ips, list):
         raise UserInputError("ip", "must be a list of addresses")
     addresses = [checked_text(f"ip[{n}]", address, 100) for n, address in enumerate(ips)]
-    return fields, [(address, created) for address in dict.fromkeys(addresses)]
+    # When each address was first seen is not exported; a millisecond apart from creation keeps their order.
+    return fields, [(address, created + n) for n, address in enumerate(dict.fromkeys(addresses))]
 
 
 def _legacy_quotas(raw: dict[str, Any], families: tuple[str, ...], fields: dict[str, str], plan: ImportPlan) -> None:
