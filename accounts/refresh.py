@@ -85,7 +85,6 @@ class InProcessQuotaRefresh:
         self._clock = clock
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
-        self.refreshes = 0  # done since start: what a test waits for
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="poolgate-quota-refresh")
@@ -110,5 +109,4 @@ class InProcessQuotaRefresh:
                 log.info("refreshed the quotas of %d user(s)", count)
             except Exception as error:  # the store may blip; the next scheduled refresh tries again
                 log.warning("could not refresh user quotas: %s", type(error).__name__)
-            self.refreshes += 1
             due = next_refresh_at(self._cron, max(self._clock(), due))
