@@ -128,18 +128,15 @@ async def apply_import(book: UserBook, plan: ImportPlan) -> dict[str, Any]:
     A poolgate record whose token hash belongs to another user in the store is refused, with nothing written.
     """
     owners = await book.owners_of([fields["token_hash"] for fields, _ in plan.records])
-    existing = 0
     for index, ((fields, _), legacy, owner) in enumerate(zip(plan.records, plan.legacy, owners, strict=True)):
         if legacy:
             fields["id"] = owner or new_user_id()
         elif owner is not None and owner != fields["id"]:
             raise ImportProblem(index, "token_hash", "belongs to another user in this store")
-        existing += owner is not None
-    if plan.records:
-        await book.replace(plan.records)
+    replaced = await book.replace(plan.records) if plan.records else 0
     return {
         "imported": len(plan.records),
-        "replaced": existing,
+        "replaced": replaced,
         "ignored_families": sorted(plan.ignored_families),
     }
 

@@ -306,8 +306,9 @@ class UserBook:
         owners = await self.store.hmget(self.schema.user_tokens, hashes)
         return [None if owner is None else _text(owner) for owner in owners]
 
-    async def replace(self, records: list[UserRecord]) -> None:
-        """Write whole user records (an import), each replacing any user of its id, in one transaction.
+    async def replace(self, records: list[UserRecord]) -> int:
+        """Write whole user records (an import), each replacing any user of its id, in one transaction; how many
+        replaced a user.
 
         The caller has checked every record first, so either all are written or, if the store
         fails, none of the transaction is applied.
@@ -334,6 +335,7 @@ class UserBook:
                 else:
                     tx.srem(s.public_users, user_id)
             await tx.execute()
+        return sum(old is not None for old in old_hashes)
 
     async def _update(self, user_id: str, changes: UserChanges, now_field: str = "") -> bool:
         public = "" if changes.public is None else "1" if changes.public else "0"

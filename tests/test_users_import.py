@@ -184,3 +184,16 @@ def test_import_takes_a_bare_list_too(start_gateway: Any) -> None:
 
     assert reply.status_code == 200 and reply.json()["imported"] == 1
     assert users_of(gateway)[0]["nickname"] == "anon-fox"
+
+
+def test_restoring_an_export_from_before_a_rotation_brings_back_that_token_and_only_it(start_gateway: Any) -> None:
+    gateway = start_with_admin(start_gateway)
+    user, before = create_user(gateway, nickname="rotated")
+    exported = admin(gateway, "GET", "/users/export").json()
+    after = admin(gateway, "POST", f"/users/{user['id']}/rotate-token").json()["token"]
+
+    reply = import_users(gateway, exported)
+
+    assert reply.status_code == 200 and reply.json()["replaced"] == 1
+    assert token_owner(gateway, token_hash(before)) == user["id"]
+    assert token_owner(gateway, token_hash(after)) is None, "one user, one working token"
