@@ -6,6 +6,7 @@
     {prefix}user_tokens            HASH  sha256 hex of a token -> user id: the only way from a token to a user
     {prefix}limit:{identity}:min   ZSET  request id -> time (ms): requests in the last minute
     {prefix}limit:{identity}:hour  ZSET  request id -> time (ms): requests in the last hour
+    {prefix}limit:{identity}:image ZSET request id -> time (ms): image generations in the last minute
     {prefix}limit:{identity}:block STR   set while the identity is blocked, expiring when the block ends (PX)
     {prefix}limit:{identity}:strikes STR blocked requests so far; at the ban threshold the identity is banned
     {prefix}bans                   HASH  identity -> "{ms}|{reason}": banned until an admin lifts it
@@ -19,7 +20,8 @@ A user hash holds:
     used:{family} (tokens counted against the quota, reservations included),
     input:{family}, output:{family} (tokens upstream reported, for the usage report).
 
-An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller.
+An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller. The limiter counts all
+anonymous callers in one bucket, "anon"; their strikes and bans fall on the address ("ip:{address}").
 Every time (ms) stored here is the store's clock (`TIME` inside the scripts), never a gateway's.
 """
 
@@ -57,6 +59,9 @@ class AccountsSchema:
 
     def limit_hour(self, identity: str) -> str:
         return f"{self.prefix}limit:{identity}:hour"
+
+    def limit_image(self, identity: str) -> str:
+        return f"{self.prefix}limit:{identity}:image"
 
     def limit_block(self, identity: str) -> str:
         return f"{self.prefix}limit:{identity}:block"
