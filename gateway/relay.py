@@ -109,7 +109,7 @@ class Relay:
                 call.provider, call.family, call.identity, place,
                 prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
             )
-            async with LeaseHold(self._pool, lease, call.family) as hold:
+            async with LeaseHold(self._pool, lease, call.family, call.reservation) as hold:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
                 try:
                     response = await client.send(call.method, url, headers, call.body)
