@@ -2,8 +2,8 @@
 
 A ban (accounts/admit.lua) falls on a user ("user:{id}") or, for anonymous
 callers, on an address ("ip:{address}"), and lasts until an admin lifts it
-here; lifting a ban also forgets the identity's strikes and any block still
-running, so it starts afresh. A user's ban is also lifted by
+here; lifting a ban also forgets the identity's strikes, its windows and any
+block still running, so it starts afresh. A user's ban is also lifted by
 `POST /admin/users/{id}/enable`.
 """
 
@@ -46,7 +46,8 @@ class BansController(Controller):
         store = _poolgate(request).store
         async with store.pipeline(transaction=True) as pipe:
             pipe.hdel(schema.bans, identity)
-            pipe.delete(schema.limit_strikes(identity), schema.limit_block(identity))
+            pipe.delete(schema.limit_strikes(identity), schema.limit_block(identity), schema.limit_minute(identity),
+                        schema.limit_hour(identity), schema.limit_image(identity))
             lifted, _ = await pipe.execute()
         if not lifted:
             raise AdminError(404, "not_found_error", "That identity is not banned; GET /admin/bans lists who is.")
