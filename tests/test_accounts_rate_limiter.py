@@ -8,6 +8,7 @@ import openai
 import pytest
 from accounts_support import make_user
 
+from accounts.schema import AccountsSchema
 from gateway.settings import Settings
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
@@ -132,3 +133,20 @@ def test_pico_and_oai_reverse_proxy_names_are_read_as_the_limiters_settings():
     # Our own name wins over an alias when both are set.
     both = Settings.from_env({"RATE_LIMIT_USER_PER_MINUTE": "5", "userMinuteRateLimit": "7"}, env_file=None)
     assert both.rate_limit_user_per_minute == 5
+
+
+def test_a_block_outlasts_the_window_that_caused_it(start_gateway):
+    """A minute after the limit was passed, the window is empty again, yet the block (300 s) still refuses.
+
+    The minute going by is stood in for by emptying the window in the store, as time would.
+    """
+    gateway = start_gateway(**LIMITED)
+    user_id, token = make_user(gateway)
+    assert [chat(gateway, token).status_code for _ in range(4)] == [200, 200, 200, 429]
+    schema = AccountsSchema(gateway.app.settings.redis_prefix)
+    gateway.run(gateway.app.store.delete(schema.limit_minute(f"user:{user_id}")))
+    still = chat(gateway, token)
+    assert still.status_code == 429
+    assert still.headers["x-ratelimit-limit-requests"] == "3"
+    gateway.run(gateway.app.store.delete(schema.limit_block(f"user:{user_id}")))  # and now the block is over
+    assert chat(gateway, token).status_code == 200
