@@ -150,7 +150,7 @@ class PoolgateApp:
                     max_ips=getattr(s, "max_ips_per_user", 0), max_ips_auto_ban=getattr(s, "max_ips_auto_ban", False),
                     quota_refresh=getattr(s, "quota_refresh_period", ""),
                 ),
-                default_output_tokens=s.quota_default_output_tokens,
+                self.dispatch, default_output_tokens=s.quota_default_output_tokens,
             ),
             relay=relay,
             max_request_bytes=s.max_request_bytes,

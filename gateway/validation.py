@@ -20,7 +20,10 @@ from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.multipart_form import form_models
 
 if TYPE_CHECKING:
+    import asyncio
+
     from accounts.reservation import Reservation
+    from keypool import KeyLease
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -48,6 +51,7 @@ class UpstreamCall:
     listed_families: frozenset[str] = frozenset()
     max_output: int | None = None  # the body's max_tokens / max_completion_tokens / max_output_tokens, if any
     reservation: Reservation | None = None  # the user's quota reservation (set once admitted), settled with the lease
+    first_lease: asyncio.Future[KeyLease] | None = None  # the fast-path lease try, made in admission's round trip
 
 
 def validate_request(
