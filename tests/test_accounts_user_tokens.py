@@ -115,3 +115,20 @@ def test_the_admin_key_as_a_token_always_passes(gateway, upstream):
     assert oai(gateway, ADMIN).chat.completions.create(**CHAT).choices
     assert ant(gateway, ADMIN).messages.create(**MESSAGE).content
     assert ADMIN not in repr(upstream.requests)
+
+
+def test_a_refused_request_holds_no_key(start_gateway, upstream):
+    """Admission and the lease attempt travel together; a refused request hands its key straight back."""
+    gateway = start_gateway(OPENAI_KEY="sk-real-openai-key-1234", GATEKEEPER="user_token", KEY_CONCURRENCY="1",
+                            QUEUE_TIMEOUT_SEC="3")
+    _, disabled = make_user(gateway, disabled_at=5, disabled_reason="No.")
+    assert [oai_status(gateway, token) for token in ("pg-nobody-has-this", disabled) * 3] == [401, 403] * 3
+    assert gateway.key_status("sk-real-openai-key-1234")["inflight"] == 0
+    _, token = make_user(gateway)
+    assert oai_status(gateway, token) == 200  # the one key is free: no refused request kept it
+    assert len(upstream.requests) == 1
+
+
+def oai_status(gateway, token):
+    return httpx.post(gateway.url + "/v1/chat/completions", json=CHAT,
+                      headers={"authorization": f"Bearer {token}"}).status_code
