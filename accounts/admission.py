@@ -9,7 +9,6 @@ comes back as a `Reservation`, which the request owns until it settles.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +61,14 @@ class Admission:
         self._max_ips = max_ips
         self._auto_ban = max_ips_auto_ban
         self._quota_refresh = quota_refresh  # said in a quota refusal: when the quota comes back
+        self._keys = [schema.user_tokens, schema.bans]
+        p = limiter
+        # admit.lua's ARGV[7..18]: what never changes while the gateway runs, encoded once.
+        self._settings_args = [
+            schema.prefix, int(p.enabled), p.user_per_minute, p.user_per_hour, p.user_ban_after,
+            p.anon_per_minute, p.anon_per_hour, p.anon_ban_after, p.minute_block_sec * 1000, p.hour_block_sec * 1000,
+            max_ips, int(max_ips_auto_ban),
+        ]
 
     def needed(self, token_hash: str) -> bool:
         """Whether a request must ask the store at all: a user token always, an anonymous caller only when limited."""
@@ -71,29 +78,10 @@ class Admission:
         self, token_hash: str, address: str, family: str, reserve: int, *, image: bool = False,
     ) -> Reservation:
         """Admit the request and reserve `reserve` tokens of the user's quota, or raise AccountRefusal."""
-        p = self.limiter
-        details = {
-            "prefix": self.schema.prefix,
-            "token": token_hash,
-            "address": address,
-            "family": family,
-            "reserve": max(int(reserve), 0),
-            "request": secrets.token_hex(8),
-            "limiter": p.enabled,
-            "per_minute": p.user_per_minute,
-            "per_hour": p.user_per_hour,
-            "ban_after": p.user_ban_after,
-            "anon_minute": p.anon_per_minute,
-            "anon_hour": p.anon_per_hour,
-            "anon_ban_after": p.anon_ban_after,
-            "minute_block_ms": p.minute_block_sec * 1000,
-            "hour_block_ms": p.hour_block_sec * 1000,
-            "image_per_minute": p.image_per_minute if image else 0,
-            "max_ips": self._max_ips,
-            "auto_ban": self._auto_ban,
-        }
         result = await self._script(
-            keys=[self.schema.user_tokens, self.schema.bans], args=[json.dumps(details, separators=(",", ":"))]
+            keys=self._keys,
+            args=[token_hash, address, family, max(int(reserve), 0), secrets.token_hex(8),
+                  self.limiter.image_per_minute if image else 0, *self._settings_args],
         )
         verdict = _text(result[0])
         if verdict == "ok":

@@ -16,20 +16,20 @@
 -- Chosen at run time, so not in KEYS (same prefix): the user's hash and address set
 -- ({prefix}user:{id}, {prefix}user:{id}:ips), the limiter's keys of the bucket and of the
 -- caller ({prefix}limit:{identity}:min|hour|image|block|strikes).
--- ARGV[1]  one JSON object, so caller and script cannot drift apart:
---   prefix          {prefix}
---   token           sha256 hex of the user token ("" for an anonymous caller)
---   address         the client's address
---   family          the request's model family
---   reserve         tokens to reserve against the user's quota (prompt estimate + maximum output)
---   request         a unique id for this request (its member in the limiter's windows)
---   limiter         true when the rate limiter is on
---   per_minute, per_hour, ban_after        the limits for users
---   anon_minute, anon_hour, anon_ban_after the limits for anonymous callers (one shared bucket)
---   minute_block_ms, hour_block_ms         how long going over a limit blocks
---   image_per_minute  the extra per-minute limit of an image generation (0: none, or not an image)
---   max_ips         the default address limit of a user without their own max_ips (0: none)
---   auto_ban        true: a user over the address limit is disabled
+-- ARGV[1]  token: sha256 hex of the user token ("" for an anonymous caller)
+-- ARGV[2]  address: the client's address
+-- ARGV[3]  family: the request's model family
+-- ARGV[4]  reserve: tokens to reserve against the user's quota (prompt estimate + maximum output)
+-- ARGV[5]  request: a unique id for this request (its member in the limiter's windows)
+-- ARGV[6]  image_per_minute: the extra per-minute limit of an image generation (0: none, or not an image)
+-- The rest never change while a gateway runs (its settings), sent as one precomputed tail:
+-- ARGV[7]  prefix                                  ({prefix})
+-- ARGV[8]  limiter: 1 when the rate limiter is on
+-- ARGV[9..11]   per_minute, per_hour, ban_after     the limits for users (0: none / never)
+-- ARGV[12..14]  anon_minute, anon_hour, anon_ban_after  the same for anonymous callers (one shared bucket)
+-- ARGV[15..16]  minute_block_ms, hour_block_ms      how long going over a limit blocks
+-- ARGV[17] max_ips: the default address limit of a user without their own max_ips (0: none)
+-- ARGV[18] auto_ban: 1 when a user over the address limit is disabled
 --
 -- Returns {"ok", identity, reserved} when admitted (identity: "user:{id}" or "anon"), else one of
 --   {"unknown"}                             no user has this token
@@ -40,12 +40,19 @@
 --   {"limited", retry_ms, limit, window}    over a limit (window: minute | hour | image); retry_ms until it may ask
 --   {"quota", quota, used, reserve}         the reservation does not fit the family's quota
 
-local a = cjson.decode(ARGV[1])
+local a = {
+  token = ARGV[1], address = ARGV[2], family = ARGV[3], reserve = tonumber(ARGV[4]), request = ARGV[5],
+  image_per_minute = tonumber(ARGV[6]), prefix = ARGV[7], limiter = ARGV[8] == '1',
+  per_minute = tonumber(ARGV[9]), per_hour = tonumber(ARGV[10]), ban_after = tonumber(ARGV[11]),
+  anon_minute = tonumber(ARGV[12]), anon_hour = tonumber(ARGV[13]), anon_ban_after = tonumber(ARGV[14]),
+  minute_block_ms = tonumber(ARGV[15]), hour_block_ms = tonumber(ARGV[16]),
+  max_ips = tonumber(ARGV[17]), auto_ban = ARGV[18] == '1',
+}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = a.prefix
 
-local user, uid, special = nil, nil, false
+local user, uid, special, new_address = nil, nil, false, false
 local identity, striker = 'anon', 'ip:' .. a.address
 local per_minute, per_hour, ban_after = a.anon_minute, a.anon_hour, a.anon_ban_after
 
@@ -61,7 +68,8 @@ if a.token ~= '' then
   special = u[2] == 'special'
   identity, striker = 'user:' .. uid, 'user:' .. uid
   per_minute, per_hour, ban_after = a.per_minute, a.per_hour, a.ban_after
-  if not special and not redis.call('ZSCORE', user .. ':ips', a.address) then
+  new_address = not redis.call('ZSCORE', user .. ':ips', a.address)
+  if not special and new_address then
     local limit = tonumber(u[6]) or a.max_ips
     if limit > 0 and redis.call('ZCARD', user .. ':ips') >= limit then
       if a.auto_ban then
@@ -130,7 +138,7 @@ if user then
   reserved = a.reserve
   redis.call('HINCRBY', user, used_field, reserved)
   redis.call('HSET', user, 'last_used_at', now)
-  redis.call('ZADD', user .. ':ips', 'NX', now, a.address)
+  if new_address then redis.call('ZADD', user .. ':ips', now, a.address) end
 end
 
 for _, w in ipairs(windows) do

@@ -60,16 +60,16 @@ class AdmissionStage:
         if identity.kind == "admin" or not self._accounts.needed(identity.token_hash):
             yield
             return
-        # Both scripts are started in this turn of the event loop, so they leave in one write.
+        # The lease attempt is a task started now; admission's script is written first, in this turn of the
+        # event loop, and the lease's in the task's first step, before the link flushes: one write for both.
+        call.first_lease = asyncio.ensure_future(self._dispatch.lease_key(call.provider, call.family))
         admitting = asyncio.ensure_future(self._accounts.admit(
             identity.token_hash, identity.address, call.family, self.estimate(call),
             image=call.endpoint == "images/generations",
         ))
-        call.first_lease = asyncio.ensure_future(self._dispatch.lease_key(call.provider, call.family))
         try:
-            await asyncio.wait([admitting, call.first_lease])
             try:
-                reservation: Reservation = admitting.result()
+                reservation: Reservation = await asyncio.shield(admitting)
             except AccountRefusal as refusal:
                 raise _error(refusal) from None
             async with reservation:
