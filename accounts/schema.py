@@ -7,6 +7,7 @@
     {prefix}public_users           SET   ids of the users with public=1: what the status page lists
     {prefix}limit:{identity}:min   ZSET  request id -> time (ms): requests in the last minute
     {prefix}limit:{identity}:hour  ZSET  request id -> time (ms): requests in the last hour
+    {prefix}limit:{identity}:image ZSET request id -> time (ms): image generations in the last minute
     {prefix}limit:{identity}:block STR   set while the identity is blocked, expiring when the block ends (PX)
     {prefix}limit:{identity}:strikes STR blocked requests so far; at the ban threshold the identity is banned
     {prefix}bans                   HASH  identity -> "{ms}|{reason}": banned until an admin lifts it
@@ -22,7 +23,8 @@ A user hash holds:
     input:{family}, output:{family} (tokens upstream reported, for the usage report),
     meta (JSON object: what an import carried that poolgate does not use, kept for the next export).
 
-An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller.
+An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller. The limiter counts all
+anonymous callers in one bucket, "anon"; their strikes and bans fall on the address ("ip:{address}").
 Every time (ms) stored here is the store's clock (`TIME` inside the scripts), never a gateway's.
 """
 
@@ -64,6 +66,9 @@ class AccountsSchema:
 
     def limit_hour(self, identity: str) -> str:
         return f"{self.prefix}limit:{identity}:hour"
+
+    def limit_image(self, identity: str) -> str:
+        return f"{self.prefix}limit:{identity}:image"
 
     def limit_block(self, identity: str) -> str:
         return f"{self.prefix}limit:{identity}:block"

@@ -76,6 +76,7 @@ def checks(report: dict[str, Any]) -> list[Check]:
     ttft = _get(report, "streaming", "added_ms", "poolgate", "ttft") or {}
     held = report.get("many_streams")
     queue = report.get("queue")
+    accounts = report.get("accounts")
     ms = "{:.2f} ms".format
     return [
         _check("throughput vs bare relay", "≥ 55%", vs_bare, lambda v: v >= 0.55, "{:.0%}".format),
@@ -96,6 +97,8 @@ def checks(report: dict[str, Any]) -> list[Check]:
                lambda v: v >= 0.95, "{:.3f}".format),
         _check("queue: median estimated-wait error", "≤ 25%", queue and queue["median_estimate_error"],
                lambda v: v <= 0.25, "{:.1%}".format),
+        _check("user tokens + limiter + quota: throughput vs plain poolgate", "≥ 85%", accounts and accounts["ratio"],
+               lambda v: v >= 0.85, "{:.0%}".format),
     ]
 
 
@@ -117,6 +120,9 @@ def problems(report: dict[str, Any]) -> list[str]:
     for size, result in (_get(report, "pool_size", "sizes") or {}).items():
         if result["errors"] or not result["requests_per_sec"]:
             found.append(f"pool size {size}: {result['errors']} errors ({result['first_error']})")
+    for name, result in (_get(report, "accounts", "targets") or {}).items():
+        if result["errors"] or not result["requests_per_sec"]:
+            found.append(f"accounts: {name} answered {result['errors']} errors ({result['first_error']})")
     limited = report.get("queue_concurrency")
     if limited and (limited["client_errors"] or not limited["offered"]):
         found.append(f"queue with concurrency-limited keys: {limited['client_errors']} client errors")
@@ -172,6 +178,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += _queue_section(report.get("queue"))
     lines += _concurrency_section(report.get("queue_concurrency"))
     lines += _pool_size_section(report.get("pool_size"))
+    lines += _accounts_section(report.get("accounts"))
     found = problems(report)
     if found:
         lines += ["## Problems", "", *(f"- {problem}" for problem in found), ""]
@@ -307,6 +314,22 @@ def _pool_size_section(phase: dict[str, Any] | None) -> list[str]:
                   f"{r['admin_keys_ms']} ms ({r['admin_keys_bytes'] / 2**20:.1f} MB)"]
                  for r in phase["sizes"].values()]),
         "", f"{large:,} keys serve {phase['ratio']:.0%} of the requests/s of {small:,} keys.", "",
+    ]
+
+
+def _accounts_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    names = {"poolgate": "poolgate, `GATEKEEPER=proxy_key`",
+             "poolgate_user_token": "poolgate, `GATEKEEPER=user_token`, rate limiter and quota on"}
+    return [
+        "## Accounts on the hot path", "",
+        "Both gateways 1 worker on the same core, same Redis, 32 in flight, interleaved rounds (median).", "",
+        *_table(["server", "requests/s", "p50 @32", "p99 @32", "errors"],
+                [[names.get(name, name), f"{r['requests_per_sec']:,.0f}", _ms(r["in_flight_32"], "p50"),
+                  _ms(r["in_flight_32"], "p99"), str(r["errors"])] for name, r in phase["targets"].items()]),
+        "", f"With user tokens, the limiter and a quota: {phase['ratio']:.0%} of the plain gateway's requests/s."
+        if phase["ratio"] else "", "",
     ]
 
 

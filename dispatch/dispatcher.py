@@ -113,10 +113,14 @@ class Dispatcher:
         identity: str = "",
         budget: RateBudget | None = None,
         estimated: bool = False,
+        account: str = "",
+        reserved: int = 0,
     ) -> str | None:
         """Give the lease back, record usage and what the attempt taught about the key. One round trip.
 
         `estimated`: the usage was counted by the gateway because upstream's own report never came.
+        `account`: the user hash the usage is counted to, whose `used:{family}` holds `reserved` tokens
+        set aside at admission; with counted usage, they are corrected to it in the same step.
         """
         self.keeper.drop(lease.lease_id)
         counted = usage is not None
@@ -143,6 +147,9 @@ class Dispatcher:
             "limit_step": LIMIT_STEP,
             "queue_prefix": q.queue_prefix,
             "wake": q.wake_channel,
+            "family": family,
+            "account": bool(account) and counted,
+            "reserved": reserved,
         }
         status = await self._settle_script(
             keys=[
@@ -153,6 +160,7 @@ class Dispatcher:
                 self.pool.schema.active_identities,
                 q.queued_families,
                 q.tickets,
+                *([account] if account and counted else []),
             ],
             args=[json.dumps(details, separators=(",", ":"))],
         )

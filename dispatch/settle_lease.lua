@@ -15,6 +15,7 @@
 -- KEYS[5]  identities recently served        ({prefix}active)
 -- KEYS[6]  families with a queue             ({prefix}queued)
 -- KEYS[7]  ticket expiry set                 ({prefix}tickets)
+-- KEYS[8]  (with `account`) the user's hash   ({prefix}user:{id})
 -- Chosen at run time, so not in KEYS (same prefix): the queue of each family in KEYS[6]
 -- ({prefix}queue:{family}) and the candidate sets the key is filed in.
 -- ARGV[1]  one JSON object, so caller and script cannot drift apart:
@@ -34,6 +35,10 @@
 --   limit_step     how much one reply served at the learned limit raises it
 --   queue_prefix   {prefix}queue:
 --   wake           wake channel ({prefix}wake)
+--   family         the model family served
+--   account        true when the usage is a user's (KEYS[8]): their count for the family is corrected
+--                  from the tokens reserved at admission to what was served, never below zero
+--   reserved       tokens reserved at admission (with account)
 --
 -- A released key wakes the ticket at the head of each queue it can serve, so
 -- exactly one waiter per family tries to claim it: no polling, no herd.
@@ -62,6 +67,14 @@ if a.counted then
     redis.call('HINCRBY', h, 'output_tokens', a.output_tokens)
     if a.estimated then redis.call('HINCRBY', h, 'estimated_prompts', 1) end
   end
+end
+if a.account and redis.call('EXISTS', KEYS[8]) == 1 then
+  local served = a.input_tokens + a.output_tokens
+  local used = redis.call('HINCRBY', KEYS[8], 'used:' .. a.family, served - a.reserved)
+  if used < 0 then redis.call('HSET', KEYS[8], 'used:' .. a.family, 0) end
+  redis.call('HINCRBY', KEYS[8], 'input:' .. a.family, a.input_tokens)
+  redis.call('HINCRBY', KEYS[8], 'output:' .. a.family, a.output_tokens)
+  redis.call('HINCRBY', KEYS[8], 'prompt_count', 1)
 end
 if a.identity ~= '' then
   redis.call('ZADD', KEYS[5], now, a.identity)

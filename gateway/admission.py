@@ -1,16 +1,135 @@
-"""Stage 5, admit: limits, quotas and budgets, decided before any key is leased.
+"""Stage 5, admit: user tokens, the rate limiter and quotas, decided before any key is leased.
 
-Nothing is limited yet: per-user limits, quotas and budgets arrive with user
-tokens, and will reserve their estimate here in the same atomic step that
-checks them, to be corrected when the request settles.
+One store script (`accounts/admit.lua`) finds whose token it is, checks every
+limit and reserves the request's estimated tokens against the user's quota, in
+one atomic step on the store's clock. The reservation is owned by the request
+(`async with`) and corrected at settlement to what upstream reported, or handed
+back whole when the request never got that far. Refusals are said in the
+route's dialect: 401 unknown token, 403 refused or banned user, 429 limited
+(`Retry-After` and the proxy's own `x-ratelimit-*`) or over quota.
+
+Admission costs no round trip of its own: its script is sent together with the
+fast path's lease attempt (`Dispatcher.lease_key`), in the same write on the
+hot path's one connection (gateway/script_link.py), and both answers come back
+together. The lease tried is handed to the relay (`call.first_lease`) when the
+call is admitted; when admission refuses (the rare path) it is handed straight back.
+
+With no user token and the limiter off, nothing is asked of the store here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from accounts.admission import AccountRefusal, Admission
+from accounts.reservation import Reservation
+from catalog.tokens import BYTES_PER_TOKEN
+from dispatch import Dispatcher
+from gateway.errors import GatewayError
 from gateway.gatekeeper import Identity
 from gateway.validation import UpstreamCall
+from keypool import KeyLease
+
+log = logging.getLogger("poolgate.admission")
+# Endpoints whose answer is generated text: a request naming no maximum output reserves the default.
+_GENERATING = frozenset({"chat/completions", "completions", "responses", "messages"})
+_REFUSAL_KINDS = {
+    "unknown": "authentication", "disabled": "user_refused", "expired": "user_refused", "ip_limit": "user_refused",
+    "banned": "banned", "limited": "rate_limited", "quota": "quota_exceeded",
+}
 
 
-async def admit(call: UpstreamCall, identity: Identity) -> None:
-    """Raise GatewayError("rate_limited", ...) when the identity may not send this call now."""
-    return None
+class AdmissionStage:
+    def __init__(self, accounts: Admission, dispatcher: Dispatcher, *, default_output_tokens: int) -> None:
+        self._accounts = accounts
+        self._dispatch = dispatcher
+        self._default_output = default_output_tokens
+
+    @asynccontextmanager
+    async def admit(self, call: UpstreamCall, identity: Identity) -> AsyncIterator[None]:
+        """`async with`: the call admitted, its identity and quota reservation set on it, or a GatewayError.
+
+        The reservation is handed back when the block ends unless settlement corrected it first;
+        the lease tried alongside, unless the relay took it.
+        """
+        if identity.kind == "admin" or not self._accounts.needed(identity.token_hash):
+            yield
+            return
+        # The lease attempt is a task started now; admission's script is written first, in this turn of the
+        # event loop, and the lease's in the task's first step, before the link flushes: one write for both.
+        call.first_lease = asyncio.ensure_future(self._dispatch.lease_key(call.provider, call.family))
+        admitting = asyncio.ensure_future(self._accounts.admit(
+            identity.token_hash, identity.address, call.family, self.estimate(call),
+            image=call.endpoint == "images/generations",
+        ))
+        try:
+            try:
+                reservation: Reservation = await asyncio.shield(admitting)
+            except AccountRefusal as refusal:
+                raise _error(refusal) from None
+            async with reservation:
+                if reservation.identity.startswith("user:"):
+                    call.identity = reservation.identity
+                call.reservation = reservation
+                yield
+        finally:
+            leasing, call.first_lease = call.first_lease, None
+            if leasing is not None:  # the relay never took it (refused, or the request ended first)
+                await self._hand_back(leasing, call.family)
+            if not admitting.done():  # cancelled while waiting: a reservation made meanwhile goes back
+                admitting.add_done_callback(_release_when_admitted)
+
+    def estimate(self, call: UpstreamCall) -> int:
+        """Tokens to reserve: the prompt, estimated from the body's size (~4 bytes a token, which
+        overestimates a JSON body), plus the most output the request allows."""
+        output = call.max_output if call.max_output is not None else \
+            self._default_output if call.endpoint in _GENERATING else 0
+        return math.ceil(len(call.body) / BYTES_PER_TOKEN) + output
+
+    async def _hand_back(self, leasing: asyncio.Future[KeyLease], family: str) -> None:
+        """Give back, uncounted, the lease tried alongside admission: now, or when it arrives."""
+        if not leasing.done():
+            leasing.add_done_callback(lambda done: _in_background(self._give_back(done, family)))
+            return
+        await asyncio.shield(self._give_back(leasing, family))
+
+    async def _give_back(self, leasing: asyncio.Future[KeyLease], family: str) -> None:
+        if leasing.cancelled() or leasing.exception() is not None:
+            return  # no lease was made (no key free, or the store failed)
+        lease = leasing.result()
+        try:
+            await self._dispatch.settle(lease, family)
+        except Exception as error:  # the lease expires by itself
+            log.error("could not hand back the lease of key %s: %s", lease.key_id, type(error).__name__)
+
+
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)  # held until done: the loop keeps only a weak reference to a task
+    task.add_done_callback(_background.discard)
+
+
+def _release_when_admitted(admitting: asyncio.Future[Reservation]) -> None:
+    if not admitting.cancelled() and admitting.exception() is None:
+        _in_background(admitting.result().release())
+
+
+def _error(refusal: AccountRefusal) -> GatewayError:
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if refusal.kind == "limited" and refusal.retry_after_sec is not None:
+        reset = max(1, math.ceil(refusal.retry_after_sec))
+        headers = (
+            (b"x-ratelimit-limit-requests", str(refusal.limit).encode()),
+            (b"x-ratelimit-remaining-requests", b"0"),
+            (b"x-ratelimit-reset-requests", f"{reset}s".encode()),
+        )
+    return GatewayError(_REFUSAL_KINDS[refusal.kind], refusal.message, retry_after_sec=refusal.retry_after_sec,
+                        headers=headers)

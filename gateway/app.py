@@ -19,13 +19,16 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import NotFoundException
 from redis.exceptions import RedisError
 
+from accounts.admission import Admission, LimiterPolicy
 from accounts.refresh import InProcessQuotaRefresh
 from accounts.schema import AccountsSchema
 from accounts.users import UserBook
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
+from gateway.admin_bans import BansController
 from gateway.admin_users import UsersController
+from gateway.admission import AdmissionStage
 from gateway.client_link import ClientLink
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
@@ -72,6 +75,7 @@ class PoolgateApp:
         self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
         self.litestar.register(UsersController)  # and for users (gateway/admin_users.py)
+        self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
@@ -148,7 +152,17 @@ class PoolgateApp:
         )
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
-            gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key),
+            gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key),
+            admission=AdmissionStage(
+                Admission(
+                    self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
+                    # The users' settings (MAX_IPS_PER_USER, MAX_IPS_AUTO_BAN, QUOTA_REFRESH_PERIOD) arrive
+                    # with the users' half of accounts; until then their defaults hold.
+                    max_ips=getattr(s, "max_ips_per_user", 0), max_ips_auto_ban=getattr(s, "max_ips_auto_ban", False),
+                    quota_refresh=getattr(s, "quota_refresh_period", ""),
+                ),
+                self.dispatch, default_output_tokens=s.quota_default_output_tokens,
+            ),
             relay=relay,
             max_request_bytes=s.max_request_bytes,
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
@@ -205,6 +219,21 @@ def _store_unavailable(request: Request[Any, Any, Any], error: RedisError) -> Re
     log.warning("%s: the store did not answer: %s", request.url.path, type(error).__name__)
     message = "The gateway cannot reach its store right now. Try again in a moment."
     return Response({"error": {"message": message, "type": "store_unavailable"}}, status_code=503)
+
+
+def limiter_policy(s: Settings) -> LimiterPolicy:
+    return LimiterPolicy(
+        enabled=s.rate_limiter,
+        user_per_minute=s.rate_limit_user_per_minute,
+        user_per_hour=s.rate_limit_user_per_hour,
+        user_ban_after=s.rate_limit_user_ban_after,
+        anon_per_minute=s.rate_limit_anon_per_minute,
+        anon_per_hour=s.rate_limit_anon_per_hour,
+        anon_ban_after=s.rate_limit_anon_ban_after,
+        minute_block_sec=s.rate_limit_minute_block_sec,
+        hour_block_sec=s.rate_limit_hour_block_sec,
+        image_per_minute=s.image_model_rate_limit,
+    )
 
 
 def create_app(settings: Settings | None = None) -> PoolgateApp:

@@ -19,9 +19,12 @@ _KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "invalid_request": (400, "invalid_request_error", None, "invalid_request_error"),
     "authentication": (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
     "permission": (403, "permission_error", "endpoint_not_allowed", "permission_error"),
+    "user_refused": (403, "permission_error", "user_token_refused", "permission_error"),
+    "banned": (403, "permission_error", "banned", "permission_error"),
     "not_found": (404, "invalid_request_error", "unknown_url", "not_found_error"),
     "too_large": (413, "invalid_request_error", "request_too_large", "request_too_large"),
     "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
+    "quota_exceeded": (429, "insufficient_quota", "quota_exceeded", "rate_limit_error"),
     "upstream_failed": (502, "server_error", "upstream_error", "api_error"),
     "no_key": (503, "server_error", "no_key_available", "overloaded_error"),
     "store_unavailable": (503, "server_error", "store_unavailable", "api_error"),
@@ -30,11 +33,15 @@ _KINDS: dict[str, tuple[int, str, str | None, str]] = {
 
 
 class GatewayError(Exception):
-    def __init__(self, kind: str, message: str, *, retry_after_sec: float | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, retry_after_sec: float | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after_sec = retry_after_sec
+        self.headers = headers  # sent with the error (the proxy's own x-ratelimit-* when it limits)
 
     @property
     def status(self) -> int:
@@ -57,6 +64,7 @@ def render_error(dialect: str, error: GatewayError) -> tuple[int, list[tuple[byt
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if error.retry_after_sec is not None:
         headers.append((b"retry-after", str(max(1, round(error.retry_after_sec + 0.499))).encode()))
+    headers.extend(error.headers)
     return status, headers, body
 
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from redis.exceptions import RedisError
 
-from gateway.admission import admit
+from gateway.admission import AdmissionStage
 from gateway.client_link import ClientLink
 from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
@@ -42,6 +42,7 @@ class ProxyPipeline:
         *,
         endpoint_filter: EndpointFilter,
         gatekeeper: Gatekeeper,
+        admission: AdmissionStage,
         relay: Relay,
         max_request_bytes: int,
         proxy_route: str,
@@ -50,6 +51,7 @@ class ProxyPipeline:
     ) -> None:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
+        self._admission = admission
         self._relay = relay
         self._max_request_bytes = max_request_bytes
         self._proxy_route = proxy_route
@@ -73,12 +75,13 @@ class ProxyPipeline:
             call.identity = identity.id
             if call.endpoint == "responses":
                 link.speak_responses_api(call.model)
-            await admit(call, identity)
             provider = self._relay.provider(call.provider)
             # Everything from here on is cancelled the moment the client hangs up or stops reading:
             # no key is held, and no upstream call runs, for a client that is not there.
-            async with link.while_present(), self._relay.open(call, headers, link) as reply:
-                # The reply's lease is held by `open` and returned exactly once when this block ends.
+            # The quota reservation is held by `admit`, the reply's lease by `open`; each is returned
+            # (or corrected by settlement) exactly once when this block ends.
+            async with self._admission.admit(call, identity), link.while_present(), \
+                    self._relay.open(call, headers, link) as reply:
                 if reply.response is None:
                     await deliver_read(reply, link)
                 elif call.stream:

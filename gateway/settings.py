@@ -18,7 +18,7 @@ from typing import Any
 
 from catalog.families import known_families
 
-GATEKEEPERS = ("none", "proxy_key")
+GATEKEEPERS = ("none", "proxy_key", "user_token")
 
 
 class ConfigError(Exception):
@@ -29,8 +29,10 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False, aliases: tuple[str, ...] = ()) -> Any:
+    """`aliases`: other systems' names for the same setting (Pico's, the OAI Reverse Proxy's), read when
+    `env` itself is unset, so their `.env` files work unchanged."""
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret, "aliases": aliases})
 
 
 def _known_families() -> tuple[str, ...]:
@@ -59,7 +61,9 @@ class Settings:
         "ANTHROPIC_KEY", (), "Anthropic keys, comma-separated", secret=True
     )
     gatekeeper: str = _setting(
-        "GATEKEEPER", "none", "Who may use the proxy: `none` (anyone) or `proxy_key` (one shared password)"
+        "GATEKEEPER", "none",
+        "Who may use the proxy: `none` (anyone), `proxy_key` (one shared password) or `user_token` (each user "
+        "their own token)",
     )
     proxy_key: str = _setting("PROXY_KEY", "", "The shared password when `GATEKEEPER=proxy_key`", secret=True)
     admin_key: str = _setting(
@@ -218,6 +222,51 @@ class Settings:
         for family in _known_families()
     })
     __annotations__.update({token_quota_field(family): "int" for family in _known_families()})
+    # --- accounts: admission (the rate limiter, quota reservations) ---
+    rate_limiter: bool = _setting(
+        "RATE_LIMITER", False, "Turn the per-user / anonymous rate limiter on (the limits below apply only then)",
+        aliases=("enableRateLimiter",),
+    )
+    rate_limit_user_per_minute: int = _setting(
+        "RATE_LIMIT_USER_PER_MINUTE", 15, "Requests one user may send in any 60 s (0: no limit)",
+        aliases=("userMinuteRateLimit", "TEXT_MODEL_RATE_LIMIT"),
+    )
+    rate_limit_user_per_hour: int = _setting(
+        "RATE_LIMIT_USER_PER_HOUR", 50, "Requests one user may send in any hour (0: no limit)",
+        aliases=("userHourlyRateLimit",),
+    )
+    rate_limit_user_ban_after: int = _setting(
+        "RATE_LIMIT_USER_BAN_AFTER", 50, "Refused requests of a user, while limited, before a ban (0: never ban)",
+        aliases=("userPermanentBlock",),
+    )
+    rate_limit_anon_per_minute: int = _setting(
+        "RATE_LIMIT_ANON_PER_MINUTE", 60, "Requests all anonymous callers together may send in any 60 s (0: no limit)",
+        aliases=("anonMinuteRateLimit", "TEXT_MODEL_RATE_LIMIT"),
+    )
+    rate_limit_anon_per_hour: int = _setting(
+        "RATE_LIMIT_ANON_PER_HOUR", 200, "Requests all anonymous callers together may send in any hour (0: no limit)",
+        aliases=("anonHourlyRateLimit",),
+    )
+    rate_limit_anon_ban_after: int = _setting(
+        "RATE_LIMIT_ANON_BAN_AFTER", 50,
+        "Refused requests of one address, while anonymous callers are limited, before that address is banned "
+        "(0: never ban)",
+        aliases=("anonPermanentBlock",),
+    )
+    rate_limit_minute_block_sec: int = _setting(
+        "RATE_LIMIT_MINUTE_BLOCK_SEC", 300, "How long going over a per-minute limit blocks the caller"
+    )
+    rate_limit_hour_block_sec: int = _setting(
+        "RATE_LIMIT_HOUR_BLOCK_SEC", 3600, "How long going over a per-hour limit blocks the caller"
+    )
+    image_model_rate_limit: int = _setting(
+        "IMAGE_MODEL_RATE_LIMIT", 0,
+        "Image generations one caller may ask for in any 60 s, on top of the limits above (0: no limit)",
+    )
+    quota_default_output_tokens: int = _setting(
+        "QUOTA_DEFAULT_OUTPUT_TOKENS", 1024,
+        "Output tokens reserved against a user's quota when a request names no maximum (`max_tokens`, ...)",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -262,13 +311,16 @@ class Settings:
         problems: list[str] = []
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = env.get(f.metadata["env"])
-            if raw is None or raw.strip() == "":
+            for name in (f.metadata["env"], *f.metadata["aliases"]):  # the first one set wins
+                raw = env.get(name)
+                if raw is not None and raw.strip() != "":
+                    break
+            else:
                 continue
             try:
                 values[f.name] = _parse(raw.strip(), f.default)
             except ValueError:
-                problems.append(f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}")
+                problems.append(f"{name}={raw!r} is not a valid {type(f.default).__name__}")
         for name in ("openai_base_url", "anthropic_base_url"):
             if name in values:
                 values[name] = _upstream_base(values[name], name.upper(), notices if notices is not None else [])
@@ -325,6 +377,11 @@ class Settings:
             problems.append("KEY_CONCURRENCY, USER_CONCURRENCY_LIMIT and TOKENS_PUNISHMENT_FACTOR must be 0 or more")
         if self.queue_timeout_sec <= 0 or self.heartbeat_interval_sec <= 0 or self.queue_ticket_ttl_sec <= 0:
             problems.append("QUEUE_TIMEOUT_SEC, QUEUE_TICKET_TTL_SEC and HEARTBEAT_INTERVAL_SEC must be positive")
+        rate_limits = [f for f in dataclasses.fields(self) if f.name.startswith("rate_limit_")]
+        for f in [*rate_limits, *(f for f in dataclasses.fields(self) if f.name in (
+                "image_model_rate_limit", "quota_default_output_tokens"))]:
+            if getattr(self, f.name) < 0:
+                problems.append(f"{f.metadata['env']} must be 0 or more")
         if self.upstream_retries < 0:
             problems.append("UPSTREAM_RETRIES must be zero or more")
         for name in ("KEY_CHECK_INTERVAL_OPENAI_HOURS", "KEY_CHECK_INTERVAL_ANTHROPIC_HOURS", "KEY_CHECK_TIMEOUT_SEC",
@@ -450,5 +507,7 @@ def settings_table() -> list[tuple[str, str, str]]:
     for f in dataclasses.fields(Settings):
         default = f.default
         shown = ",".join(default) if isinstance(default, tuple) else str(default)
-        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+        aliases = f.metadata["aliases"]
+        doc = f.metadata["doc"] + (f" (also read as {', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
+        rows.append((f.metadata["env"], shown, doc))
     return rows

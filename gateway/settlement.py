@@ -9,6 +9,10 @@ When upstream's usage never arrived whole (a stream the client left, or that
 upstream broke off), the prompt and the text actually relayed are counted
 here instead (`catalog.tokens`), and the record is marked as estimated
 (`estimated_prompts` in the usage totals). Only that path pays for counting.
+
+A user's quota reservation (`accounts.reservation`) is corrected to what was
+counted in the same store call that gives the key back: settling a request
+costs one round trip, users or not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from accounts.reservation import Reservation
 from catalog.tokens import count_tokens
 from dispatch import Dispatcher
 from gateway.providers.base import prompt_text
@@ -28,12 +33,16 @@ log = logging.getLogger("poolgate.settle")
 
 async def settle_usage(
     pool: Dispatcher, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None,
-    *, estimated: bool = False,
+    *, estimated: bool = False, reservation: Reservation | None = None,
 ) -> None:
-    """Also records the key's rate-limit budget the reply reported, which paces the key from now on."""
+    """Also records the key's rate-limit budget the reply reported, which paces the key from now on.
+
+    `reservation`: already claimed by the caller; the user's count is corrected from it to `usage`.
+    """
     try:
         await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity, budget=budget,
-                          estimated=estimated)
+                          estimated=estimated, account=reservation.user_key if reservation else "",
+                          reserved=reservation.tokens if reservation else 0)
     except Exception as exc:  # the reply has gone out; the lease will expire by itself
         log.error("could not settle lease of key %s: %s", lease.key_id, type(exc).__name__)
 
@@ -45,13 +54,17 @@ class LeaseHold:
     explicit settlement returns it OK, uncounted. A second settlement is a no-op, so every
     path may settle without counting twice. The store call itself is shielded: a request
     cancelled while it settles still gives its key back.
+
+    A counted settlement claims the request's quota `reservation` (before anything awaits, so
+    the reservation's own `async with` can no longer hand it back) and corrects it in the same call.
     """
 
-    def __init__(self, pool: Dispatcher, lease: KeyLease, family: str) -> None:
+    def __init__(self, pool: Dispatcher, lease: KeyLease, family: str, reservation: Reservation | None = None) -> None:
         self.pool = pool
         self.lease = lease
         self.family = family
         self.settled = False
+        self.reservation = reservation
 
     async def settle(self, outcome: str = OK, **details: Any) -> str | None:
         if self.settled:
@@ -65,8 +78,10 @@ class LeaseHold:
         if self.settled:
             return
         self.settled = True
+        claimed = self.reservation.claim() if self.reservation is not None else None
         await asyncio.shield(
-            settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated)
+            settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated,
+                         reservation=claimed)
         )
 
     async def settle_estimated(
@@ -81,19 +96,21 @@ class LeaseHold:
         if self.settled:
             return
         self.settled = True
+        claimed = self.reservation.claim() if self.reservation is not None else None
         await asyncio.shield(asyncio.ensure_future(
-            self._count_and_settle(request_body, relayed, reported, identity, budget)))
+            self._count_and_settle(request_body, relayed, reported, identity, budget, claimed)))
 
     async def _count_and_settle(
         self, request_body: bytes, relayed: RelayedEvents, reported: Usage | None, identity: str,
-        budget: RateBudget | None,
+        budget: RateBudget | None, reservation: Reservation | None,
     ) -> None:
         try:
             usage = await asyncio.to_thread(_estimate, request_body, relayed, reported)  # a long text takes CPU
         except Exception as error:  # never lose the settlement over an estimate
             log.error("could not estimate usage: %s", type(error).__name__)
             usage = reported or Usage()
-        await settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=True)
+        await settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=True,
+                           reservation=reservation)
 
     async def __aenter__(self) -> LeaseHold:
         return self

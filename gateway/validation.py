@@ -10,7 +10,7 @@ field is read by a real multipart parser.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -18,6 +18,12 @@ from catalog.families import DEFAULT_FAMILY, family_of, is_anthropic_model
 from gateway.endpoint_filter import AllowedCall
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.multipart_form import form_models
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from accounts.reservation import Reservation
+    from keypool import KeyLease
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -43,6 +49,9 @@ class UpstreamCall:
     identity: str = ""  # who it is for (set once authenticated): fairness, limits, "people active now"
     # For a models list while ALLOWED_MODEL_FAMILIES is set: the families the reply may show (see listed_models_only).
     listed_families: frozenset[str] = frozenset()
+    max_output: int | None = None  # the body's max_tokens / max_completion_tokens / max_output_tokens, if any
+    reservation: Reservation | None = None  # the user's quota reservation (set once admitted), settled with the lease
+    first_lease: asyncio.Future[KeyLease] | None = None  # the fast-path lease try, made in admission's round trip
 
 
 def validate_request(
@@ -64,10 +73,12 @@ def validate_request(
     cannot read a model poolgate did not (a duplicated `"model"` key, for one).
     """
     model: str | None = None
+    max_output: int | None = None
     stream = drop_usage_chunk = False
     if allowed.json_body and method == "POST":
         payload = _parse_json_object(body)
         model = _model_field(payload)
+        max_output = _max_output(payload)
         stream = payload.get("stream") is True
         changed = bool(allowed_families)
         if stream and provider == OPENAI and allowed.endpoint in _USAGE_STREAMING_ENDPOINTS:
@@ -104,7 +115,17 @@ def validate_request(
         drop_usage_chunk=drop_usage_chunk,
         endpoint=allowed.endpoint,
         listed_families=allowed_families if allowed.endpoint == "models" else frozenset(),
+        max_output=max_output,
     )
+
+
+def _max_output(payload: dict[str, Any]) -> int | None:
+    """The most output tokens the body allows, under whichever name its API uses (for quota reservations)."""
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = payload.get(name)
+        if type(value) is int and value >= 0:
+            return value
+    return None
 
 
 def _model_field(payload: dict[str, Any]) -> str | None:

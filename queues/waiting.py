@@ -141,14 +141,17 @@ class FamilyQueues:
         prompt_bytes: int = 0,
         on_wait: OnWait | None = None,
         hang_up: Callable[[], asyncio.Future[Any]] | None = None,
+        first_try: Awaitable[KeyLease] | None = None,
     ) -> KeyLease:
         """A lease for the family: at once when a key is free and nobody waits, else after a fair wait.
 
         `hang_up` gives a future that completes when the client leaves; it is
-        asked for only when the request has to wait.
+        asked for only when the request has to wait. `first_try`: the fast-path
+        attempt (`Dispatcher.lease_key`) already made, pipelined with admission;
+        it stands for this call's own.
         """
         try:
-            lease = await self._dispatch.lease_key(provider, family)
+            lease = await (first_try if first_try is not None else self._dispatch.lease_key(provider, family))
             place.arrived_ms = place.arrived_ms or lease.leased_at_ms
             return lease
         except NoKeyAvailable as none:

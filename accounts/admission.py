@@ -1,0 +1,127 @@
+"""Admission in the store: who a token belongs to, whether they may ask now, and their quota reserved.
+
+One script (`admit.lua`) decides all of it and records the request in the same
+step, on the store's clock, so two gateway processes can never together let a
+person past a limit or a quota. What it refuses comes back as an
+`AccountRefusal`; the gateway says it in the client's dialect. What it admits
+comes back as a `Reservation`, which the request owns until it settles.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accounts.reservation import Reservation
+from accounts.schema import AccountsSchema
+
+_HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterPolicy:
+    """The rate limiter's settings (gateway/settings.py), as the script takes them."""
+
+    enabled: bool = False
+    user_per_minute: int = 0
+    user_per_hour: int = 0
+    user_ban_after: int = 0
+    anon_per_minute: int = 0
+    anon_per_hour: int = 0
+    anon_ban_after: int = 0
+    minute_block_sec: int = 300
+    hour_block_sec: int = 3600
+    image_per_minute: int = 0
+
+
+class AccountRefusal(Exception):
+    """The store refused this request; `kind` says why (the script's first word), `message` tells the client."""
+
+    def __init__(self, kind: str, message: str, *, retry_after_sec: float | None = None, limit: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind  # unknown | disabled | expired | ip_limit | banned | limited | quota
+        self.message = message
+        self.retry_after_sec = retry_after_sec
+        self.limit = limit  # the limit that refused it ("limited" only)
+
+
+class Admission:
+    """Runs `admit.lua`: one round trip per request that needs it."""
+
+    def __init__(
+        self, scripts: Any, store: Any, schema: AccountsSchema, limiter: LimiterPolicy, *, max_ips: int = 0,
+        max_ips_auto_ban: bool = False, quota_refresh: str = "",
+    ) -> None:
+        self.schema = schema
+        self.limiter = limiter
+        self._store = store
+        self._script = scripts.register_script((_HERE / "admit.lua").read_text())
+        self._max_ips = max_ips
+        self._auto_ban = max_ips_auto_ban
+        self._quota_refresh = quota_refresh  # said in a quota refusal: when the quota comes back
+        self._keys = [schema.user_tokens, schema.bans]
+        p = limiter
+        # admit.lua's ARGV[7..18]: what never changes while the gateway runs, encoded once.
+        self._settings_args = [
+            schema.prefix, int(p.enabled), p.user_per_minute, p.user_per_hour, p.user_ban_after,
+            p.anon_per_minute, p.anon_per_hour, p.anon_ban_after, p.minute_block_sec * 1000, p.hour_block_sec * 1000,
+            max_ips, int(max_ips_auto_ban),
+        ]
+
+    def needed(self, token_hash: str) -> bool:
+        """Whether a request must ask the store at all: a user token always, an anonymous caller only when limited."""
+        return bool(token_hash) or self.limiter.enabled
+
+    async def admit(
+        self, token_hash: str, address: str, family: str, reserve: int, *, image: bool = False,
+    ) -> Reservation:
+        """Admit the request and reserve `reserve` tokens of the user's quota, or raise AccountRefusal."""
+        result = await self._script(
+            keys=self._keys,
+            args=[token_hash, address, family, max(int(reserve), 0), secrets.token_hex(8),
+                  self.limiter.image_per_minute if image else 0, *self._settings_args],
+        )
+        verdict = _text(result[0])
+        if verdict == "ok":
+            identity = _text(result[1])
+            user_key = self.schema.user(identity.removeprefix("user:")) if identity.startswith("user:") else ""
+            return Reservation(self._store, identity, user_key, family, int(result[2]))
+        raise self._refusal(verdict, result[1:], family)
+
+    def _refusal(self, verdict: str, rest: list[Any], family: str) -> AccountRefusal:
+        if verdict == "unknown":
+            return AccountRefusal(verdict, "This user token is not valid.")
+        if verdict == "disabled":
+            reason = _text(rest[0]) or "no reason was given"
+            return AccountRefusal(verdict, f"This user token has been disabled: {reason}")
+        if verdict == "expired":
+            return AccountRefusal(verdict, "This temporary user token has expired.")
+        if verdict == "ip_limit":
+            tail = " The token has been disabled." if int(rest[0]) else ""
+            return AccountRefusal(verdict, "No more IP addresses allowed for this token." + tail)
+        if verdict == "banned":
+            return AccountRefusal(
+                verdict, f"Banned from this proxy: {_text(rest[2]) or 'by an admin'} Ask the admin to lift it.")
+        if verdict == "limited":
+            retry_sec = int(rest[0]) / 1000
+            limit, window = int(rest[1]), _text(rest[2])
+            per = "image generations a minute" if window == "image" else f"requests an {window}" \
+                if window == "hour" else f"requests a {window}"
+            return AccountRefusal(
+                verdict, f"Rate limited: this proxy allows {limit} {per}. Try again in {retry_sec:.0f} s.",
+                retry_after_sec=retry_sec, limit=limit,
+            )
+        quota, used, reserve = (int(v) for v in rest[:3])
+        refresh = f" It refreshes {self._quota_refresh}." if self._quota_refresh else \
+            " It comes back when an admin refreshes it."
+        return AccountRefusal(
+            "quota",
+            f"Token quota exceeded for {family}: {used} of {quota} tokens used, and this request may need "
+            f"{reserve} (its prompt and its maximum output).{refresh}",
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
