@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounts.legacy_families import poolgate_family
 from accounts.schema import token_hash
 from accounts.users import (
     MAX_NICKNAME_CHARS,
@@ -48,17 +49,6 @@ MAX_IMPORT_USERS = 100_000
 _USER_ID = re.compile(r"^[0-9a-f]{16}$")
 _TOKEN_HASH = re.compile(r"^[0-9a-f]{64}$")
 
-# The OAI Reverse Proxy's family names -> poolgate's (catalog/families.py).
-LEGACY_FAMILIES = {
-    "turbo": "turbo", "gpt4": "gpt-4", "gpt4-32k": "gpt-4-32k", "gpt4-turbo": "gpt-4-turbo", "gpt4o": "gpt-4o",
-    "gpt41": "gpt-4.1", "gpt41-mini": "gpt-4.1-mini", "gpt41-nano": "gpt-4.1-mini", "gpt45": "openai-other",
-    "gpt5": "gpt-5", "gpt5-mini": "gpt-5", "gpt5-nano": "gpt-5", "gpt5-chat-latest": "gpt-5", "gpt5-pro": "gpt-5",
-    "o1": "o-series", "o1-mini": "o-series", "o1-pro": "o-series", "o3": "o-series", "o3-mini": "o-series",
-    "o3-pro": "o-series", "o4-mini": "o-series", "codex-mini": "o-series",
-    "dall-e": "images", "gpt-image": "images",
-    "claude": "claude-sonnet", "claude-opus": "claude-opus",
-}
-_CLOUD_PREFIXES = ("aws-", "azure-", "gcp-")
 _OWN_FIELDS = {
     "id", "token_hash", "token_hint", "nickname", "type", "created_at", "last_used_at", "expires_at", "prompt_count",
     "disabled_at", "disabled_reason", "note", "max_ips", "public", "ips", "quotas", "meta",
@@ -186,7 +176,7 @@ def _legacy_quotas(raw: dict[str, Any], families: tuple[str, ...], fields: dict[
         if not isinstance(table, dict):
             raise UserInputError(source, "must be an object of model family -> tokens")
         for legacy_name, value in table.items():
-            family = _family_of(str(legacy_name), families)
+            family = poolgate_family(str(legacy_name), families)
             if family is None:
                 plan.ignored_families.add(str(legacy_name)[:40])
                 continue
@@ -212,15 +202,6 @@ def _legacy_amount(where: str, value: Any) -> tuple[int, int, int]:
         return max(input_ + output, legacy_total), input_, output
     total = _number(where, value)
     return total, 0, 0
-
-
-def _family_of(name: str, families: tuple[str, ...]) -> str | None:
-    if name in families:
-        return name
-    for prefix in _CLOUD_PREFIXES:
-        name = name.removeprefix(prefix)
-    family = LEGACY_FAMILIES.get(name, name)
-    return family if family in families else None
 
 
 def _read_own(raw: dict[str, Any], families: tuple[str, ...]) -> UserRecord:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accounts.legacy_families import legacy_quota_settings
 from catalog.families import known_families
 
 GATEKEEPERS = ("none", "proxy_key", "user_token")
@@ -218,6 +219,7 @@ class Settings:
         token_quota_field(family): _setting(
             token_quota_env(family), 0,
             f"Tokens a new user may spend on `{family}` models until the next refresh (0: unlimited)",
+            aliases=tuple(n for n in legacy_quota_settings(family) if n != token_quota_env(family)),
         )
         for family in _known_families()
     })

@@ -75,6 +75,18 @@ def test_new_users_get_the_default_quotas_under_their_own(start_gateway: Any) ->
     assert own["quotas"]["gpt-4o-mini"]["limit"] == 7
 
 
+def test_the_oai_reverse_proxys_quota_settings_are_read_too_and_ours_win(start_gateway: Any) -> None:
+    gateway = start_with_admin(
+        start_gateway, TOKEN_QUOTA_GPT4O="5000", TOKEN_QUOTA_CLAUDE="700", TOKEN_QUOTA_CLAUDE_SONNET="900",
+        TOKEN_QUOTA_O3="30",
+    )
+
+    quotas = create_user(gateway)[0]["quotas"]
+
+    assert quotas["gpt-4o"]["limit"] == 5000 and quotas["o-series"]["limit"] == 30
+    assert quotas["claude-sonnet"]["limit"] == 900, "TOKEN_QUOTA_CLAUDE_SONNET over the legacy TOKEN_QUOTA_CLAUDE"
+
+
 def test_a_temporary_user_needs_an_expiry(start_gateway: Any) -> None:
     gateway = start_with_admin(start_gateway)
 
