@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from checks_support import ADMIN_KEY, admin
 from status_helpers import page_body
+from test_status_page_browser import chromium, run_chromium  # noqa: F401  (the fixture, and how it is run)
 from users_support import create_user, schema_of, set_fields
 
 PAGE = '<html><body><p id="data">{user:data}</p><p id="aliases">{user:aliases}</p></body></html>'
@@ -52,3 +53,21 @@ def test_a_user_who_stops_being_public_leaves_the_page(start_gateway: Any) -> No
     shown = shown_tags(gateway)
 
     assert shown["data"]["users"] == [] and shown["aliases"] == [] and shown["data"]["total"] == 1
+
+
+def test_a_browser_reads_user_data_as_json_and_a_nickname_cannot_break_out(
+    start_gateway: Any, chromium: str, tmp_path: Any,  # noqa: F811  (the imported fixture)
+) -> None:
+    script_page = (
+        '<html><body><p id="names">none</p><script>const data = {user:data};'
+        'document.getElementById("names").textContent = data.total + ":" + '
+        'data.users.map(u => u.nickname + "=" + u.prompt_count).join("|");</script></body></html>'
+    )
+    gateway = start_gateway(OPENAI_KEY="sk-tags-0001", ADMIN_KEY=ADMIN_KEY, PAGE_BODY=page_body(script_page))
+    create_user(gateway, nickname="</script><p id=pwned>x</p>", public=True)
+    create_user(gateway, nickname="bee", public=True)
+
+    dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", gateway.url + "/").stdout
+
+    assert '<p id="names">2:&lt;/script&gt;&lt;p id=pwned&gt;x&lt;/p&gt;=0|bee=0</p>' in dom, dom[-1500:]
+    assert 'id="pwned"' not in dom and "id=pwned>" not in dom.replace("&gt;", "")
