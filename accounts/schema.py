@@ -4,6 +4,7 @@
     {prefix}user:{id}:ips          ZSET  address -> first seen (ms): the addresses that have used the token
     {prefix}users                  ZSET  user id -> created_at (ms): every user, oldest first
     {prefix}user_tokens            HASH  sha256 hex of a token -> user id: the only way from a token to a user
+    {prefix}public_users           SET   ids of the users with public=1: what the status page lists
     {prefix}limit:{identity}:min   ZSET  request id -> time (ms): requests in the last minute
     {prefix}limit:{identity}:hour  ZSET  request id -> time (ms): requests in the last hour
     {prefix}limit:{identity}:image ZSET request id -> time (ms): image generations in the last minute
@@ -12,13 +13,15 @@
     {prefix}bans                   HASH  identity -> "{ms}|{reason}": banned until an admin lifts it
 
 A user hash holds:
-    id, token_hash (sha256 hex; the token itself is never stored), nickname, type (normal | special | temporary),
+    id, token_hash (sha256 hex; the token itself is never stored), token_hint (its last 4 characters), nickname,
+    type (normal | special | temporary),
     created_at, last_used_at (ms), expires_at (ms, temporary users; 0: never), prompt_count,
     disabled_at (ms; absent: enabled), disabled_reason, note, max_ips (0: no limit; absent: the default),
     public ("1": nickname and prompt count may appear on the status page),
     quota:{family} (token limit, 0: unlimited), refresh:{family} (amount a refresh restores; absent: to the limit),
     used:{family} (tokens counted against the quota, reservations included),
-    input:{family}, output:{family} (tokens upstream reported, for the usage report).
+    input:{family}, output:{family} (tokens upstream reported, for the usage report),
+    meta (JSON object: what an import carried that poolgate does not use, kept for the next export).
 
 An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller. The limiter counts all
 anonymous callers in one bucket, "anon"; their strikes and bans fall on the address ("ip:{address}").
@@ -53,6 +56,10 @@ class AccountsSchema:
     @property
     def user_tokens(self) -> str:
         return f"{self.prefix}user_tokens"
+
+    @property
+    def public_users(self) -> str:
+        return f"{self.prefix}public_users"
 
     def limit_minute(self, identity: str) -> str:
         return f"{self.prefix}limit:{identity}:min"

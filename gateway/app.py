@@ -20,11 +20,14 @@ from litestar.exceptions import NotFoundException
 from redis.exceptions import RedisError
 
 from accounts.admission import Admission, LimiterPolicy
+from accounts.refresh import InProcessQuotaRefresh
 from accounts.schema import AccountsSchema
+from accounts.users import UserBook
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
 from gateway.admin_bans import BansController
+from gateway.admin_users import UsersController
 from gateway.admission import AdmissionStage
 from gateway.client_link import ClientLink
 from gateway.endpoint_filter import EndpointFilter
@@ -37,7 +40,7 @@ from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
 from gateway.script_link import open_script_runner
-from gateway.settings import Settings
+from gateway.settings import Settings, refresh_cron
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
@@ -59,6 +62,7 @@ class PoolgateApp:
         self.key_checks: KeyChecks = KeyChecksOff()
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
+        self.quota_refresh: InProcessQuotaRefresh | None = None
         self._pipeline: ProxyPipeline | None = None
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
@@ -70,6 +74,7 @@ class PoolgateApp:
         )
         self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
+        self.litestar.register(UsersController)  # and for users (gateway/admin_users.py)
         self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
@@ -116,6 +121,12 @@ class PoolgateApp:
         self.key_registration.on_registered_again = self.key_checks.request
         await self.key_checks.start()
         self.key_registration.start()
+        # Quota refreshes: `poolgate worker`'s rq cron with Redis (gateway/worker.py), a timer here when embedded.
+        cron_line = refresh_cron(s.quota_refresh_period)
+        if cron_line and s.store_is_embedded:
+            users = UserBook(self.store, AccountsSchema(s.redis_prefix), tuple(s.token_quotas()))
+            self.quota_refresh = InProcessQuotaRefresh(users, cron_line)
+            self.quota_refresh.start()
         providers = {
             "openai": OpenAIProvider(s.openai_base_url, s.key_cooldown_max_sec),
             "anthropic": AnthropicProvider(s.anthropic_base_url, s.key_cooldown_max_sec),
@@ -145,10 +156,8 @@ class PoolgateApp:
             admission=AdmissionStage(
                 Admission(
                     self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
-                    # The users' settings (MAX_IPS_PER_USER, MAX_IPS_AUTO_BAN, QUOTA_REFRESH_PERIOD) arrive
-                    # with the users' half of accounts; until then their defaults hold.
-                    max_ips=getattr(s, "max_ips_per_user", 0), max_ips_auto_ban=getattr(s, "max_ips_auto_ban", False),
-                    quota_refresh=getattr(s, "quota_refresh_period", ""),
+                    max_ips=s.max_ips_per_user, max_ips_auto_ban=s.max_ips_auto_ban,
+                    quota_refresh_cron=refresh_cron(s.quota_refresh_period) or "",
                 ),
                 self.dispatch, default_output_tokens=s.quota_default_output_tokens,
             ),
@@ -177,6 +186,8 @@ class PoolgateApp:
         if self.key_registration is not None:
             await self.key_registration.stop()
         await self.key_checks.stop()
+        if self.quota_refresh is not None:
+            await self.quota_refresh.stop()
         if self.queues is not None:
             await self.queues.stop()
         if self.dispatch is not None:

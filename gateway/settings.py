@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,20 @@ def _setting(env: str, default: Any, doc: str, *, secret: bool = False, aliases:
     """`aliases`: other systems' names for the same setting (Pico's, the OAI Reverse Proxy's), read when
     `env` itself is unset, so their `.env` files work unchanged."""
     return field(default=default, metadata={"env": env, "doc": doc, "secret": secret, "aliases": aliases})
+
+
+def _known_families() -> tuple[str, ...]:
+    return (*known_families("openai"), *known_families("anthropic"))
+
+
+def token_quota_env(family: str) -> str:
+    """`TOKEN_QUOTA_<FAMILY>`: the family upper-cased, every other character (`-`, `.`) an underscore."""
+    return "TOKEN_QUOTA_" + re.sub(r"[^A-Z0-9]", "_", family.upper())
+
+
+def token_quota_field(family: str) -> str:
+    """The Settings attribute holding a family's default quota: `token_quota_gpt_4o` for `gpt-4o`."""
+    return token_quota_env(family).lower()
 
 
 @dataclass(frozen=True)
@@ -185,6 +200,28 @@ class Settings:
     )
     render_git_commit: str = _setting("RENDER_GIT_COMMIT", "", "Set by Render; the build when `BUILD_COMMIT` is unset")
     log_level: str = _setting("LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`")
+    # --- accounts: users ---
+    max_ips_per_user: int = _setting(
+        "MAX_IPS_PER_USER", 0,
+        "Most addresses one user token may be used from (0: no limit); a user's own `max_ips` wins",
+    )
+    max_ips_auto_ban: bool = _setting(
+        "MAX_IPS_AUTO_BAN", False, "A user token seen from one address too many is disabled, not just refused"
+    )
+    quota_refresh_period: str = _setting(
+        "QUOTA_REFRESH_PERIOD", "",
+        "When users' token quotas refresh: `hourly`, `daily` or a 5-field cron line (server time); unset: never",
+    )
+    # One default quota per model family, TOKEN_QUOTA_<FAMILY>: declared from the catalog, so a new family
+    # gets its setting (and its README row) the day it is added.
+    locals().update({
+        token_quota_field(family): _setting(
+            token_quota_env(family), 0,
+            f"Tokens a new user may spend on `{family}` models until the next refresh (0: unlimited)",
+        )
+        for family in _known_families()
+    })
+    __annotations__.update({token_quota_field(family): "int" for family in _known_families()})
     # --- accounts: admission (the rate limiter, quota reservations) ---
     rate_limiter: bool = _setting(
         "RATE_LIMITER", False, "Turn the per-user / anonymous rate limiter on (the limits below apply only then)",
@@ -234,6 +271,10 @@ class Settings:
     @property
     def store_is_embedded(self) -> bool:
         return not self.redis_url
+
+    def token_quotas(self) -> dict[str, int]:
+        """Family -> the default token quota a new user gets (`TOKEN_QUOTA_<FAMILY>`; 0: unlimited)."""
+        return {family: int(getattr(self, token_quota_field(family))) for family in _known_families()}
 
     @property
     def trusted_forwarders(self) -> str:
@@ -360,6 +401,21 @@ class Settings:
                 decode_page_body(self.page_body)
             except ValueError as error:
                 problems.append(f"PAGE_BODY {error}")
+        problems.extend(self._account_problems())
+        return problems
+
+    def _account_problems(self) -> list[str]:
+        problems = []
+        if self.max_ips_per_user < 0:
+            problems.append("MAX_IPS_PER_USER must be 0 (no limit) or more")
+        negative = [token_quota_env(family) for family, quota in self.token_quotas().items() if quota < 0]
+        if negative:
+            problems.append(f"{', '.join(negative)} must be 0 (unlimited) or more")
+        if refresh_cron(self.quota_refresh_period) is None and self.quota_refresh_period:
+            problems.append(
+                f"QUOTA_REFRESH_PERIOD={self.quota_refresh_period!r} must be hourly, daily or a 5-field cron line "
+                "like `0 */6 * * *`"
+            )
         return problems
 
     def public_view(self) -> dict[str, Any]:
@@ -374,8 +430,14 @@ class Settings:
         }
 
 
-def _known_families() -> tuple[str, ...]:
-    return (*known_families("openai"), *known_families("anthropic"))
+def refresh_cron(period: str) -> str | None:
+    """QUOTA_REFRESH_PERIOD as a cron line (`hourly`, `daily` or one already), or None: never, or not valid."""
+    line = {"hourly": "0 * * * *", "daily": "0 0 * * *"}.get(period.strip().lower(), period.strip())
+    if len(line.split()) != 5:
+        return None
+    from croniter import croniter
+
+    return line if croniter.is_valid(line) else None
 
 
 def port_problem(given: str) -> str:

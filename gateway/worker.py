@@ -1,11 +1,13 @@
-"""`poolgate worker`: the process that runs key checks when `REDIS_URL` is set.
+"""`poolgate worker`: the process that runs background work when `REDIS_URL` is set.
 
-It is an rq worker on the deployment's key-check queue, plus rq's cron
-scheduler (in a child process, since it wants its own signal handling) which
-enqueues a sweep for due checks every minute: periodic checks and the backoff
-rechecks of keys that traffic retired. Gateways enqueue the immediate checks
-(start-up, added keys, an operator's recheck). Any number of workers may run:
-jobs are idempotent, and a key is probed once even when two checks meet.
+It is an rq worker on the deployment's key-check and accounts queues, plus
+rq's cron scheduler (in a child process, since it wants its own signal
+handling) which enqueues a sweep for due checks every minute (periodic checks
+and the backoff rechecks of keys that traffic retired) and, with
+`QUOTA_REFRESH_PERIOD` set, a refresh of every user's quotas at the times it
+names. Gateways enqueue the immediate checks (start-up, added keys, an
+operator's recheck). Any number of workers may run: jobs are idempotent, and a
+key is probed once even when two checks meet.
 
 `--burst` sweeps once, runs what is queued, and exits — for tests, or for a
 deployment that prefers a system cron to a resident worker.
@@ -16,10 +18,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sys
+from typing import Any
 
+from accounts import refresh as quota_refresh
 from gateway.key_checks import check_policy
-from gateway.settings import Settings
-from keypool.health import CheckPolicy
+from gateway.settings import Settings, refresh_cron
 from keypool.jobs import JOB_TIMEOUT_SEC, SWEEP_INTERVAL_SEC, queue_name, sweep_due_checks, use_store
 
 log = logging.getLogger("poolgate.worker")
@@ -33,24 +36,28 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
             file=sys.stderr,
         )
         return 2
-    if not settings.check_keys:
-        print("poolgate: CHECK_KEYS=false, so there is nothing for a worker to do.", file=sys.stderr)
+    if not settings.check_keys and not refresh_cron(settings.quota_refresh_period):
+        print("poolgate: CHECK_KEYS=false and no QUOTA_REFRESH_PERIOD, so there is nothing for a worker to do.",
+              file=sys.stderr)
         return 0
     import redis
     from rq import Queue, Worker
 
     use_store(settings.redis_url)
-    policy = check_policy(settings)
+    quota_refresh.use_store(settings.redis_url)
+    policy = check_policy(settings) if settings.check_keys else None
     connection = redis.Redis.from_url(settings.redis_url)
     queue = Queue(queue_name(settings.redis_prefix), connection=connection)
-    worker = Worker([queue], connection=connection)
+    accounts_queue = Queue(quota_refresh.accounts_queue_name(settings.redis_prefix), connection=connection)
+    worker = Worker([queue, accounts_queue], connection=connection)
     level = settings.log_level.upper()
     if burst:
-        queue.enqueue(sweep_due_checks, policy, job_timeout=JOB_TIMEOUT_SEC, description="sweep due key checks")
+        if policy is not None:
+            queue.enqueue(sweep_due_checks, policy, job_timeout=JOB_TIMEOUT_SEC, description="sweep due key checks")
         worker.work(burst=True, logging_level=level)
         return 0
     cron = multiprocessing.get_context("spawn").Process(
-        target=run_cron, args=(settings.redis_url, queue.name, policy, level), name="poolgate-cron", daemon=True
+        target=run_cron, args=(settings, level), name="poolgate-cron", daemon=True
     )
     cron.start()
     try:
@@ -61,15 +68,30 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     return 0
 
 
-def run_cron(redis_url: str, queue: str, policy: CheckPolicy, level: str) -> None:
-    """rq's cron scheduler: a sweep for due key checks every SWEEP_INTERVAL_SEC."""
+def run_cron(settings: Settings, level: str) -> None:
+    """rq's cron scheduler, with the deployment's background schedule (`schedule_background_work`)."""
     import redis
     from rq.cron import CronScheduler
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    scheduler = CronScheduler(connection=redis.Redis.from_url(redis_url), logging_level=level)
-    scheduler.register(
-        sweep_due_checks, queue, args=(policy,), interval=SWEEP_INTERVAL_SEC, job_timeout=JOB_TIMEOUT_SEC,
-        name=f"{queue}:sweep",
-    )
+    scheduler = CronScheduler(connection=redis.Redis.from_url(settings.redis_url), logging_level=level)
+    schedule_background_work(scheduler, settings)
     scheduler.start()
+
+
+def schedule_background_work(scheduler: Any, settings: Settings) -> None:
+    """Register on an rq cron scheduler: the sweep for due key checks every SWEEP_INTERVAL_SEC (CHECK_KEYS), and
+    the users' quota refresh at the times QUOTA_REFRESH_PERIOD names."""
+    if settings.check_keys:
+        queue = queue_name(settings.redis_prefix)
+        scheduler.register(
+            sweep_due_checks, queue, args=(check_policy(settings),), interval=SWEEP_INTERVAL_SEC,
+            job_timeout=JOB_TIMEOUT_SEC, name=f"{queue}:sweep",
+        )
+    cron_line = refresh_cron(settings.quota_refresh_period)
+    if cron_line:
+        queue = quota_refresh.accounts_queue_name(settings.redis_prefix)
+        scheduler.register(
+            quota_refresh.refresh_quotas, queue, args=(settings.redis_prefix,), cron=cron_line,
+            job_timeout=quota_refresh.JOB_TIMEOUT_SEC, name=f"{queue}:refresh-quotas",
+        )

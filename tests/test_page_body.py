@@ -47,7 +47,7 @@ def test_every_legacy_tag_shows_a_real_value(start_gateway):
     assert shown["turbo:proomptersInQueue"] == "0" and shown["turbo:estimatedQueueTime"] == "no wait"
     assert shown["gpt4:activeKeys"] == "1" and shown["gpt432k:revokedKeys"] == "1"
     assert json.loads(shown["user:data"])["active_now"] == 1
-    assert json.loads(shown["user:aliases"]) == {}
+    assert json.loads(shown["user:aliases"]) == []
 
 
 def test_json_and_header_tags_give_the_status_data_and_the_default_header(start_gateway):

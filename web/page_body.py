@@ -139,10 +139,13 @@ def legacy_value(tag: str, status: dict[str, Any], header_html: Markup) -> Any:
         return htmlsafe_json_dumps(status, indent=2)  # safe inside <pre> and inside <script>
     if tag == "headerHtml":
         return header_html
-    if tag == "user:data":  # named users arrive with user tokens; none are public yet
-        return htmlsafe_json_dumps({"users": [], "active_now": status["people_active_now"]})
+    if tag == "user:data":  # only users who chose to be public (`public`) are named; never a token
+        users = status["users"]
+        return htmlsafe_json_dumps(
+            {"users": users["public"], "total": users["total"], "active_now": status["people_active_now"]}
+        )
     if tag == "user:aliases":
-        return htmlsafe_json_dumps({})
+        return htmlsafe_json_dumps([user["nickname"] for user in status["users"]["public"]])
     scope, _, name = tag.partition(":")
     if scope == "endpoints":
         return status["endpoints"][name]

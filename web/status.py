@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from accounts.schema import AccountsSchema
+from accounts.users import UserBook
 from catalog.families import known_families
 from gateway import __version__
 
@@ -43,6 +45,7 @@ class PoolSnapshot:
     family_usage: dict[str, dict[str, int]]
     people_active_now: int
     queues: dict[str, dict[str, Any]]
+    users: dict[str, Any]  # {"total": N, "public": [{"nickname", "prompt_count"}]}: only users who chose public
 
 
 class StatusSource(Protocol):
@@ -84,10 +87,12 @@ class StatusCache:
         assert pool is not None, "the status page is served after start-up"
         families = [f for p in PROVIDERS for f in known_families(p)]
         keys = await pool.describe_keys()  # read once: the queue estimates need them too
-        totals, people, queues, *usage = await asyncio.gather(
+        users = UserBook(pool.store, AccountsSchema(self._app.settings.redis_prefix), ())
+        totals, people, queues, public_users, *usage = await asyncio.gather(
             pool.usage_totals(),
             pool.active_identities(ACTIVE_WINDOW_SEC),
             self._app.queue_stats(keys),
+            users.public_summary(),
             *(pool.family_usage(f) for f in families),
         )
         return PoolSnapshot(
@@ -97,6 +102,7 @@ class StatusCache:
             family_usage=dict(zip(families, usage, strict=True)),
             people_active_now=people,
             queues=queues,
+            users=public_users,
         )
 
 
@@ -124,6 +130,7 @@ def build_status(
         "output_tokens": totals["output_tokens"],
         "tokens": totals["input_tokens"] + totals["output_tokens"],
         "people_active_now": snap.people_active_now,
+        "users": snap.users,
         "keys": {p: _key_counts([k for k in keys if k["provider"] == p]) for p in PROVIDERS},
         "status": _status_line(keys),
         "families": families,

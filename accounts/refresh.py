@@ -1,0 +1,112 @@
+"""Scheduled quota refreshes (`QUOTA_REFRESH_PERIOD`): when every user's token quotas come back.
+
+Two interchangeable ways, as for key checks, picked once at start-up:
+
+- With Redis, `refresh_quotas` is an rq job: `poolgate worker`'s rq cron
+  scheduler enqueues it on the deployment's accounts queue at each time the
+  cron line names, and any worker runs it. Gateways do nothing.
+- With the embedded store, `InProcessQuotaRefresh` sleeps in the gateway
+  process until the next time the cron line names, then refreshes.
+
+A refresh is per user one store script (`refresh_quota.lua`): each family's
+`used` goes down by the user's refresh amount for it, or back to 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from accounts.schema import AccountsSchema
+from accounts.users import UserBook
+
+log = logging.getLogger("poolgate.accounts")
+
+JOB_TIMEOUT_SEC = 600
+_store_url: str | None = None
+
+
+def accounts_queue_name(redis_prefix: str) -> str:
+    """The rq queue of one deployment's accounts work (quota refreshes); deployments keep apart by prefix."""
+    return f"{redis_prefix}accounts"
+
+
+def use_store(redis_url: str) -> None:
+    """Tell the accounts jobs of this worker process which Redis holds the users."""
+    global _store_url
+    _store_url = redis_url
+
+
+def refresh_quotas(redis_prefix: str) -> int:
+    """rq job: refresh every user's quotas; how many users were refreshed (rq keeps it as the result)."""
+    if _store_url is None:
+        raise RuntimeError("quota refresh jobs run in `poolgate worker`, which says where the store is")
+    url = _store_url
+
+    async def main() -> int:
+        import redis.asyncio as redis
+
+        store = redis.Redis.from_url(url, decode_responses=False)
+        try:
+            return await UserBook(store, AccountsSchema(redis_prefix), ()).refresh_all_quotas()
+        finally:
+            await store.aclose()
+
+    refreshed = asyncio.run(main())
+    log.info("refreshed the quotas of %d user(s)", refreshed)
+    return refreshed
+
+
+def next_refresh_at(cron_line: str, after: float) -> float:
+    """The first time (unix seconds) after `after` that the cron line names, in the server's time zone."""
+    from croniter import croniter
+
+    return float(croniter(cron_line, datetime.fromtimestamp(after).astimezone()).get_next(float))
+
+
+class InProcessQuotaRefresh:
+    """The embedded store's refresh timer: one task in the gateway process.
+
+    `clock` and `sleep` are the wall clock and asyncio's sleep; a test hands in its own to run a
+    day of refreshes without waiting for one.
+    """
+
+    def __init__(
+        self, book: UserBook, cron_line: str, *, clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self._book = book
+        self._cron = cron_line
+        self._clock = clock
+        self._sleep = sleep
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="poolgate-quota-refresh")
+        log.info("user quotas refresh at %r (in this process)", self._cron)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        due = next_refresh_at(self._cron, self._clock())
+        while True:
+            wait = due - self._clock()
+            if wait > 0:
+                await self._sleep(min(wait, 60.0))  # a clock set forward or back is noticed within a minute
+                continue
+            try:
+                count = await self._book.refresh_all_quotas()
+                log.info("refreshed the quotas of %d user(s)", count)
+            except Exception as error:  # the store may blip; the next scheduled refresh tries again
+                log.warning("could not refresh user quotas: %s", type(error).__name__)
+            due = next_refresh_at(self._cron, max(self._clock(), due))
