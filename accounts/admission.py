@@ -10,10 +10,12 @@ comes back as a `Reservation`, which the request owns until it settles.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accounts.refresh import next_refresh_at
 from accounts.reservation import Reservation
 from accounts.schema import AccountsSchema
 
@@ -52,7 +54,7 @@ class Admission:
 
     def __init__(
         self, scripts: Any, store: Any, schema: AccountsSchema, limiter: LimiterPolicy, *, max_ips: int = 0,
-        max_ips_auto_ban: bool = False, quota_refresh: str = "",
+        max_ips_auto_ban: bool = False, quota_refresh_cron: str = "",
     ) -> None:
         self.schema = schema
         self.limiter = limiter
@@ -60,7 +62,7 @@ class Admission:
         self._script = scripts.register_script((_HERE / "admit.lua").read_text())
         self._max_ips = max_ips
         self._auto_ban = max_ips_auto_ban
-        self._quota_refresh = quota_refresh  # said in a quota refusal: when the quota comes back
+        self._quota_refresh_cron = quota_refresh_cron  # said in a quota refusal: when the quota comes back
         self._keys = [schema.user_tokens, schema.bans]
         p = limiter
         # admit.lua's ARGV[7..18]: what never changes while the gateway runs, encoded once.
@@ -114,12 +116,14 @@ class Admission:
                 retry_after_sec=retry_sec, limit=limit,
             )
         quota, used, reserve = (int(v) for v in rest[:3])
-        refresh = f" It refreshes {self._quota_refresh}." if self._quota_refresh else \
-            " It comes back when an admin refreshes it."
+        refresh_at = next_refresh_at(self._quota_refresh_cron, time.time()) if self._quota_refresh_cron else None
+        when = f" It refreshes at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(refresh_at))}." if refresh_at \
+            else " It comes back when an admin refreshes it."
         return AccountRefusal(
             "quota",
             f"Token quota exceeded for {family}: {used} of {quota} tokens used, and this request may need "
-            f"{reserve} (its prompt and its maximum output).{refresh}",
+            f"{reserve} (its prompt and its maximum output).{when}",
+            retry_after_sec=refresh_at - time.time() if refresh_at else None,
         )
 
 

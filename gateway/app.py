@@ -156,10 +156,8 @@ class PoolgateApp:
             admission=AdmissionStage(
                 Admission(
                     self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
-                    # The users' settings (MAX_IPS_PER_USER, MAX_IPS_AUTO_BAN, QUOTA_REFRESH_PERIOD) arrive
-                    # with the users' half of accounts; until then their defaults hold.
-                    max_ips=getattr(s, "max_ips_per_user", 0), max_ips_auto_ban=getattr(s, "max_ips_auto_ban", False),
-                    quota_refresh=getattr(s, "quota_refresh_period", ""),
+                    max_ips=s.max_ips_per_user, max_ips_auto_ban=s.max_ips_auto_ban,
+                    quota_refresh_cron=refresh_cron(s.quota_refresh_period) or "",
                 ),
                 self.dispatch, default_output_tokens=s.quota_default_output_tokens,
             ),

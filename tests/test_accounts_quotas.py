@@ -14,7 +14,7 @@ import openai
 import pytest
 from accounts_support import make_user, user_record
 from processes import wait_for
-from scripted_upstream import ScriptedUpstream, json_head
+from scripted_upstream import STREAM_HEAD, ScriptedUpstream, chunked, json_head
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
 MESSAGE = {"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
@@ -133,3 +133,44 @@ def test_fifty_requests_at_once_never_spend_more_than_a_quota_that_fits_ten(star
     finally:
         release.set()
         upstream.stop()
+
+
+def test_a_stream_upstream_breaks_off_charges_the_user_what_was_served(start_gateway):
+    """No usage report ever came: the reservation becomes poolgate's own count of the prompt and the text relayed."""
+    words = [" the"] * 10  # one token each
+
+    async def answer(exchange):
+        events = b"".join(chunked(b"data: " + json.dumps({
+            "id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": w}}]}).encode() + b"\n\n") for w in words)
+        await exchange.write(STREAM_HEAD + events)  # and breaks off: no usage, no end of the body
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(**{**USERS, "OPENAI_BASE_URL": upstream.url})
+        user_id, token = make_user(gateway, **{"quota:gpt-4o-mini": 100_000})
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json={**CHAT, "stream": True},
+                          headers={"authorization": f"Bearer {token}"}, timeout=30) as reply:
+            relayed = b"".join(reply.iter_raw())
+        assert relayed.count(b" the") == 10
+        assert wait_for(lambda: user_record(gateway, user_id).get("prompt_count") == "1")
+        record = user_record(gateway, user_id)
+        assert int(record["output:gpt-4o-mini"]) == 10
+        assert 0 < int(record["input:gpt-4o-mini"]) < reserved_for(json.dumps(CHAT).encode(), 0)
+        assert int(record["used:gpt-4o-mini"]) == int(record["input:gpt-4o-mini"]) + 10
+    finally:
+        upstream.stop()
+
+
+def test_image_generations_have_their_own_per_minute_limit(start_gateway, upstream):
+    gateway = start_gateway(**USERS, RATE_LIMITER="true", RATE_LIMIT_USER_PER_MINUTE="100", IMAGE_MODEL_RATE_LIMIT="1",
+                            RATE_LIMIT_USER_BAN_AFTER="0")
+    _, token = make_user(gateway)
+    image = {"model": "dall-e-3", "prompt": "a lighthouse", "n": 1}
+    auth = {"authorization": f"Bearer {token}"}
+    assert httpx.post(gateway.url + "/v1/images/generations", json=image, headers=auth).status_code == 200
+    limited = httpx.post(gateway.url + "/v1/images/generations", json=image, headers=auth)
+    assert limited.status_code == 429
+    assert "1 image generations a minute" in limited.json()["error"]["message"]
+    assert limited.headers["x-ratelimit-limit-requests"] == "1"
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=auth).status_code == 200
