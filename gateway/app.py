@@ -22,13 +22,16 @@ from redis.exceptions import RedisError
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
+from gateway.admin_policy import AdminPolicyController
 from gateway.client_link import ClientLink
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
+from gateway.front_door import FrontDoor
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
 from gateway.key_registration import KeyRegistration
 from gateway.pipeline import ProxyPipeline
+from gateway.policy_wiring import build_front_door, build_request_policy
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
@@ -56,6 +59,7 @@ class PoolgateApp:
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
         self._pipeline: ProxyPipeline | None = None
+        self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
@@ -66,6 +70,7 @@ class PoolgateApp:
         )
         self.litestar.state.admin_services = self  # what gateway/admin.py reads
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
+        self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
@@ -79,6 +84,10 @@ class PoolgateApp:
             except GatewayError as error:
                 await ClientLink(send, receive, OPENAI).send_error(error)
                 return
+            if self.front_door is not None:
+                send = await self.front_door.let_in(scope, send, route)
+                if send is None:
+                    return  # refused (blocked address or origin) or a CORS preflight, answered
             if route is not None:
                 assert self._pipeline is not None, "the pipeline is built at start-up"
                 await self._pipeline.handle(route, scope, receive, send)
@@ -134,6 +143,8 @@ class PoolgateApp:
             upstream_retries=s.upstream_retries,
             max_key_attempts=s.max_key_attempts,
         )
+        self.front_door = await build_front_door(s, self.store)
+        self.litestar.state.policy_blocks = self.front_door.blocks
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
             gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key),
@@ -142,6 +153,7 @@ class PoolgateApp:
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
             allowed_families=frozenset(s.allowed_model_families),
             stalled_client_sec=s.stalled_client_sec,
+            policy=build_request_policy(s, self.store),
         )
         counts = {p: sum(1 for k in keys if k.provider == p) for p in ("openai", "anthropic")}
         log.info(
@@ -159,6 +171,8 @@ class PoolgateApp:
         return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
+        if self.front_door is not None:
+            await self.front_door.blocks.stop()
         if self.key_registration is not None:
             await self.key_registration.stop()
         await self.key_checks.stop()

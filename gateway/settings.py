@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.families import known_families
+from gateway.policy_settings import policy_problems
 
 GATEKEEPERS = ("none", "proxy_key")
 
@@ -181,6 +182,57 @@ class Settings:
     )
     render_git_commit: str = _setting("RENDER_GIT_COMMIT", "", "Set by Render; the build when `BUILD_COMMIT` is unset")
     log_level: str = _setting("LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`")
+    # --- policy: request policy (caps, prompt filter, blocks, CORS) ---
+    count_prompt_tokens: bool = _setting(
+        "COUNT_PROMPT_TOKENS", True,
+        "Count each prompt's tokens before it is sent (context caps and quota reservations need it)",
+    )
+    max_context_tokens_openai: int = _setting(
+        "MAX_CONTEXT_TOKENS_OPENAI", 0,
+        "Most tokens (prompt + requested output) an OpenAI request may use; 0: no proxy cap (the model's window)",
+    )
+    max_context_tokens_anthropic: int = _setting(
+        "MAX_CONTEXT_TOKENS_ANTHROPIC", 0,
+        "Most tokens (prompt + requested output) an Anthropic request may use; 0: no proxy cap",
+    )
+    max_output_tokens_openai: int = _setting(
+        "MAX_OUTPUT_TOKENS_OPENAI", 0,
+        "Largest `max_tokens` / `max_completion_tokens` / `max_output_tokens` an OpenAI request gets; 0: no cap",
+    )
+    max_output_tokens_anthropic: int = _setting(
+        "MAX_OUTPUT_TOKENS_ANTHROPIC", 0,
+        "Largest `max_tokens` an Anthropic request gets, and the value set when it is absent; 0: no cap",
+    )
+    reject_phrases: str = _setting(
+        "REJECT_PHRASES", "",
+        "Prompts matching any of these are refused (403): comma-separated case-insensitive regular expressions, "
+        "`\"quoted\"` when one holds a comma",
+    )
+    reject_message: str = _setting(
+        "REJECT_MESSAGE", "This prompt was refused by this proxy's content policy.",
+        "What a refused prompt is told",
+    )
+    ip_blacklist: tuple[str, ...] = _setting(
+        "IP_BLACKLIST", (), "Addresses or networks (CIDR, IPv4 and IPv6), comma-separated, refused on every route "
+        "(editable at run time: `PUT /admin/policy`)",
+    )
+    admin_whitelist: tuple[str, ...] = _setting(
+        "ADMIN_WHITELIST", (), "Addresses or networks (CIDR) that may reach `/admin`, comma-separated; unset: any",
+    )
+    blocked_origins: tuple[str, ...] = _setting(
+        "BLOCKED_ORIGINS", (), "Requests whose `Origin` or `Referer` contains any of these, comma-separated, "
+        "are refused (403 `blocked_origin`; editable at run time: `PUT /admin/policy`)",
+    )
+    block_message: str = _setting(
+        "BLOCK_MESSAGE", "This website may not use this proxy.", "What a request from a blocked origin is told",
+    )
+    block_redirect: str = _setting(
+        "BLOCK_REDIRECT", "", "Where a browser from a blocked origin is sent (unset: it is shown BLOCK_MESSAGE)",
+    )
+    cors_allowed_origins: tuple[str, ...] = _setting(
+        "CORS_ALLOWED_ORIGINS", ("*",), "Web origins whose pages may call the API from a browser, comma-separated "
+        "(`*`: any; credentials are bearer tokens, not cookies)",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -298,6 +350,7 @@ class Settings:
             problems.append("KEY_RECHECK_BACKOFF_SEC must be seconds, comma-separated, like 60,3600,21600,86400")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             problems.append(f"PUBLIC_URL={self.public_url!r} must start with http:// or https://")
+        problems.extend(policy_problems(self))
         if self.page_body:
             try:
                 decode_page_body(self.page_body)

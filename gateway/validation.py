@@ -18,6 +18,7 @@ from catalog.families import DEFAULT_FAMILY, family_of, is_anthropic_model
 from gateway.endpoint_filter import AllowedCall
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.multipart_form import form_models
+from gateway.request_schema import check_request_fields
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -43,6 +44,9 @@ class UpstreamCall:
     identity: str = ""  # who it is for (set once authenticated): fairness, limits, "people active now"
     # For a models list while ALLOWED_MODEL_FAMILIES is set: the families the reply may show (see listed_models_only).
     listed_families: frozenset[str] = frozenset()
+    # The JSON body as parsed once (None for uploads and bodiless calls): what the request policy reads.
+    payload: dict[str, Any] | None = None
+    prompt_tokens: int = 0  # counted by the request policy (gateway/policy.py), for caps and reservations
 
 
 def validate_request(
@@ -64,10 +68,12 @@ def validate_request(
     cannot read a model poolgate did not (a duplicated `"model"` key, for one).
     """
     model: str | None = None
+    payload: dict[str, Any] | None = None
     stream = drop_usage_chunk = False
     if allowed.json_body and method == "POST":
         payload = _parse_json_object(body)
         model = _model_field(payload)
+        check_request_fields(payload, provider, allowed.endpoint, model)
         stream = payload.get("stream") is True
         changed = bool(allowed_families)
         if stream and provider == OPENAI and allowed.endpoint in _USAGE_STREAMING_ENDPOINTS:
@@ -104,6 +110,7 @@ def validate_request(
         drop_usage_chunk=drop_usage_chunk,
         endpoint=allowed.endpoint,
         listed_families=allowed_families if allowed.endpoint == "models" else frozenset(),
+        payload=payload,
     )
 
 
