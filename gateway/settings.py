@@ -207,6 +207,7 @@ class Settings:
         "REJECT_PHRASES", "",
         "Prompts matching any of these are refused (403): comma-separated case-insensitive regular expressions, "
         "`\"quoted\"` when one holds a comma",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
     )
     reject_message: str = _setting(
         "REJECT_MESSAGE", "This prompt was refused by this proxy's content policy.",
@@ -215,13 +216,16 @@ class Settings:
     ip_blacklist: tuple[str, ...] = _setting(
         "IP_BLACKLIST", (), "Addresses or networks (CIDR, IPv4 and IPv6), comma-separated, refused on every route "
         "(editable at run time: `PUT /admin/policy`)",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
     )
     admin_whitelist: tuple[str, ...] = _setting(
         "ADMIN_WHITELIST", (), "Addresses or networks (CIDR) that may reach `/admin`, comma-separated; unset: any",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
     )
     blocked_origins: tuple[str, ...] = _setting(
         "BLOCKED_ORIGINS", (), "Requests whose `Origin` or `Referer` contains any of these, comma-separated, "
         "are refused (403 `blocked_origin`; editable at run time: `PUT /admin/policy`)",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
     )
     block_message: str = _setting(
         "BLOCK_MESSAGE", "This website may not use this proxy.", "What a request from a blocked origin is told",
