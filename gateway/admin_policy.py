@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get, put
 from redis.exceptions import RedisError
 
@@ -36,8 +37,10 @@ class AdminPolicyController(Controller):
     async def put_policy(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Replace the lists; every gateway process uses them within about a second."""
         try:
-            lists = PolicyLists.from_json(await request.json())
-        except ValueError as error:  # JSONDecodeError is a ValueError too
+            lists = PolicyLists.from_json(msgspec.json.decode(await request.body()))
+        except msgspec.DecodeError:
+            raise AdminError(400, "invalid_request_error", "The body must be a JSON object.") from None
+        except ValueError as error:
             raise AdminError(400, "invalid_request_error", f"Invalid policy lists: {error}.") from None
         await _blocks(request).replace(lists)
         log.info("admin API: policy lists replaced (%d blocked networks, %d admin networks, %d blocked origins)",
