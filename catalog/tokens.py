@@ -65,7 +65,11 @@ def count_tokens(text: str, encoding_name: str = CL100K) -> int:
 
 def count_prompt_tokens(provider: str, model: str | None, payload: dict[str, Any]) -> int:
     """Tokens of the prompt a request body sends (`provider` is "openai" or "anthropic")."""
-    prompt = read_prompt(payload)
+    return count_prompt(provider, model, read_prompt(payload))
+
+
+def count_prompt(provider: str, model: str | None, prompt: Prompt) -> int:
+    """`count_prompt_tokens` of a prompt already read (`catalog.prompts.read_prompt`)."""
     if provider == "anthropic":
         return _claude_tokens(prompt)
     return _openai_tokens(prompt, encoding_name_for(model))

@@ -2,7 +2,7 @@
 
 Once the body is parsed (gateway/validation.py), this stage
 
-  1. counts the prompt's tokens (`catalog.tokens.count_prompt_tokens`), kept on
+  1. counts the prompt's tokens (`catalog.tokens.count_prompt`), kept on
      the call as `prompt_tokens` for admission's reservations;
   2. matches the prompt against REJECT_PHRASES (gateway/prompt_filter.py):
      403 after the identity's growing delay;
@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from catalog.prompts import read_prompt
-from catalog.tokens import count_prompt_tokens
+from catalog.tokens import count_prompt
 from gateway.caps import Caps, apply_caps
 from gateway.errors import GatewayError
 from gateway.prompt_filter import PromptFilter
@@ -72,6 +72,7 @@ class RequestPolicy:
                 raise GatewayError("invalid_request", "The request body is nested too deeply.") from None
 
     def _read(self, provider: str, model: str | None, payload: dict[str, Any]) -> PromptReading:
-        tokens = count_prompt_tokens(provider, model, payload) if self._count else 0
-        rejected = self._filter.active and self._filter.matches(read_prompt(payload).text())
+        prompt = read_prompt(payload)  # one walk of the body, for the count and the filter
+        tokens = count_prompt(provider, model, prompt) if self._count else 0
+        rejected = self._filter.active and self._filter.matches(prompt.text())
         return PromptReading(tokens, rejected)

@@ -88,19 +88,19 @@ def test_a_broken_pattern_stops_start_up_with_one_clear_line() -> None:
 
 def test_while_a_huge_prompt_is_counted_other_requests_are_answered(start_gateway, upstream, monkeypatch):
     import gateway.policy as policy
-    from catalog.tokens import count_prompt_tokens
+    from catalog.tokens import count_prompt
 
     counting_huge = threading.Event()
     release = threading.Event()
 
-    def count_slowly_when_huge(provider, model, payload):
-        tokens = count_prompt_tokens(provider, model, payload)
+    def count_slowly_when_huge(provider, model, prompt):
+        tokens = count_prompt(provider, model, prompt)
         if tokens > 100_000:  # the huge prompt: hold it until the small request has been answered
             counting_huge.set()
             assert release.wait(30)
         return tokens
 
-    monkeypatch.setattr(policy, "count_prompt_tokens", count_slowly_when_huge)
+    monkeypatch.setattr(policy, "count_prompt", count_slowly_when_huge)
     gateway = start_gateway(OPENAI_KEY="sk-test-filter-aaaa1111")
     huge = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "lorem ipsum dolor sit amet " * 40_000}]}
     results: dict[str, int] = {}
