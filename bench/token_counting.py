@@ -20,6 +20,7 @@ from bench.load import closed_loop, request_bytes, summary_ms
 from bench.services import PROXY_KEY, Service, Services
 
 Log = Callable[[str], None]
+ROUNDS = 3
 _WORDS = ("the gateway counts every prompt before it leaves so that caps and quotas see what a request "
           "will cost; tokens, keys, queues, families, streams and budgets are shared by friends who "
           "never see a key. Émigré naïve café 3.14159 2026-12-03 {json: [1, 2, 3]} def f(x): return x").split()
@@ -53,19 +54,18 @@ def counting_speed(payload: dict[str, Any], repeats: int) -> dict[str, float]:
     text = payload["messages"][0]["content"]
     tokens = count_prompt_tokens("openai", "gpt-4o", payload)  # warms the encoder
 
-    def best_of(work: Callable[[], object]) -> float:
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            work()
-            times.append(time.perf_counter() - began)
-        return min(times)
-
-    ours = best_of(lambda: count_prompt_tokens("openai", "gpt-4o", payload))
-    theirs = best_of(lambda: enc.encode(text, disallowed_special=()))
-    return {"tokens": tokens, "poolgate_tokens_per_sec": round(tokens / ours), "poolgate_ms": round(ours * 1000, 3),
-            "tiktoken_tokens_per_sec": round(tokens / theirs), "tiktoken_ms": round(theirs * 1000, 3),
-            "ratio_to_tiktoken": round(theirs / ours, 3)}
+    ours, theirs = [], []
+    for _ in range(repeats):  # alternated, so a noisy neighbour slows both alike
+        began = time.perf_counter()
+        count_prompt_tokens("openai", "gpt-4o", payload)
+        ours.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        enc.encode(text, disallowed_special=())
+        theirs.append(time.perf_counter() - began)
+    ours_s, theirs_s = min(ours), min(theirs)
+    return {"tokens": tokens, "poolgate_tokens_per_sec": round(tokens / ours_s),
+            "poolgate_ms": round(ours_s * 1000, 3), "tiktoken_tokens_per_sec": round(tokens / theirs_s),
+            "tiktoken_ms": round(theirs_s * 1000, 3), "ratio_to_tiktoken": round(theirs_s / ours_s, 3)}
 
 
 def measure_token_counting(services: Services, redis: Service, pool_keys: list[str], requests: int, log: Log
@@ -76,17 +76,24 @@ def measure_token_counting(services: Services, redis: Service, pool_keys: list[s
         payload = chat(prompt_of(size))
         body = json.dumps(payload).encode()
         count = max(requests if size == 1_000 else requests // 20, 5)
-        row: dict[str, Any] = {"body_bytes": len(body), "speed": counting_speed(payload, repeats=5)}
-        for counting in ("on", "off"):
-            gateway = services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false",
-                                        COUNT_PROMPT_TOKENS="true" if counting == "on" else "false")
-            message = request_bytes("127.0.0.1", gateway.port, "/v1/chat/completions", body,
-                                    {"authorization": f"Bearer {PROXY_KEY}"})
-            log(f"token counting {counting}, {size:,}-token prompt: {count} requests one at a time")
-            run = asyncio.run(closed_loop("127.0.0.1", gateway.port, message, in_flight=1, seconds=120,
-                                          max_requests=count, warmup_requests=3))
-            row[f"counting_{counting}"] = {"in_flight_1": summary_ms(run.latencies), "errors": run.errors,
-                                           "first_error": run.first_error}
+        row: dict[str, Any] = {"body_bytes": len(body), "speed": counting_speed(payload, repeats=9)}
+        gateways = {counting: services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false",
+                                                COUNT_PROMPT_TOKENS="true" if counting == "on" else "false")
+                    for counting in ("on", "off")}
+        latencies: dict[str, list[float]] = {"on": [], "off": []}
+        errors = {"on": 0, "off": 0}
+        for round_number in range(ROUNDS):  # interleaved rounds: both see the same neighbours
+            for counting, gateway in gateways.items():
+                message = request_bytes("127.0.0.1", gateway.port, "/v1/chat/completions", body,
+                                        {"authorization": f"Bearer {PROXY_KEY}"})
+                log(f"token counting {counting}, {size:,}-token prompt, round {round_number + 1}/{ROUNDS}: "
+                    f"{count} requests one at a time")
+                run = asyncio.run(closed_loop("127.0.0.1", gateway.port, message, in_flight=1, seconds=120,
+                                              max_requests=count, warmup_requests=3))
+                latencies[counting] += run.latencies
+                errors[counting] += run.errors
+        for counting, gateway in gateways.items():
+            row[f"counting_{counting}"] = {"in_flight_1": summary_ms(latencies[counting]), "errors": errors[counting]}
             services.stop(gateway)
         on, off = row["counting_on"]["in_flight_1"], row["counting_off"]["in_flight_1"]
         if on.get("count") and off.get("count"):
