@@ -110,3 +110,21 @@ def test_a_change_through_one_process_takes_effect_in_every_process(start_gatewa
     assert httpx.get(second.url + "/admin/policy", headers=ADMIN).json()["blocked_origins"] == ["shop.example"]
     httpx.put(second.url + "/admin/policy", headers=ADMIN, json={"ip_blacklist": ["127.0.0.1"]})
     assert wait_for(lambda: httpx.get(first.url + "/health").status_code == 403, timeout=5)
+
+
+def test_a_change_reaches_every_worker_process(redis_server, tmp_path):
+    if redis_server is None:
+        pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this test")
+    from test_settings_and_cli import gateway_from_the_command_line
+
+    env = {"OPENAI_KEY": "sk-workers-policy-0001", "REDIS_URL": redis_server, "ADMIN_KEY": ADMIN_KEY,
+           "REDIS_PREFIX": f"policy-workers-{tmp_path.name[-8:]}:"}
+    with gateway_from_the_command_line(tmp_path, env, "--workers", "2") as (url, _):
+        def statuses() -> set[int]:  # fresh connections, so both workers answer some
+            return {httpx.post(url + "/v1/chat/completions", json=CHAT,
+                               headers={"origin": "https://shop.example"}).status_code for _ in range(12)}
+
+        assert statuses() == {200}
+        assert httpx.put(url + "/admin/policy", headers=ADMIN,
+                         json={"blocked_origins": ["shop.example"]}).status_code == 200
+        assert wait_for(lambda: statuses() == {403}, timeout=10), "every worker refuses the origin"
