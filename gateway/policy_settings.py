@@ -14,6 +14,9 @@ def policy_problems(settings: Any) -> list[str]:
                  "MAX_OUTPUT_TOKENS_ANTHROPIC"):
         if getattr(settings, name.lower()) < 0:
             problems.append(f"{name} must be 0 (no cap) or more")
+    if not settings.count_prompt_tokens and (settings.max_context_tokens_openai
+                                             or settings.max_context_tokens_anthropic):
+        problems.append("MAX_CONTEXT_TOKENS_* need COUNT_PROMPT_TOKENS=true: a context is measured by counting it")
     for name in ("IP_BLACKLIST", "ADMIN_WHITELIST"):
         problems.extend(f"{name}: {problem}" for problem in network_problems(getattr(settings, name.lower())))
     try:

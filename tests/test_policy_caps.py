@@ -158,3 +158,48 @@ def test_n_above_one_is_refused_for_claude_and_served_for_openai(capped, upstrea
         model="gpt-4o-mini", n=2, messages=[{"role": "user", "content": "hi"}])
     assert served.choices
     assert _sent(upstream)["n"] == 2
+
+
+def test_policy_settings_that_cannot_work_stop_start_up_one_line_each():
+    from gateway.settings import ConfigError, Settings
+
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"COUNT_PROMPT_TOKENS": "false", "MAX_CONTEXT_TOKENS_OPENAI": "1000",
+                           "MAX_OUTPUT_TOKENS_ANTHROPIC": "-1", "IP_BLACKLIST": "10.0.0.0/8,300.1.1.1",
+                           "ADMIN_WHITELIST": "::1,not/a/net", "BLOCK_REDIRECT": "ftp://x"}, env_file=None)
+    problems = error.value.problems
+    assert any(p.startswith("MAX_CONTEXT_TOKENS_* need COUNT_PROMPT_TOKENS=true") for p in problems)
+    assert "MAX_OUTPUT_TOKENS_ANTHROPIC must be 0 (no cap) or more" in problems
+    assert any(p.startswith("IP_BLACKLIST: '300.1.1.1'") for p in problems)
+    assert any(p.startswith("ADMIN_WHITELIST: 'not/a/net'") for p in problems)
+    assert any(p.startswith("BLOCK_REDIRECT=") for p in problems)
+
+
+async def test_a_request_exempt_from_caps_keeps_its_size_and_is_still_counted():
+    # `special` users arrive with accounts; the exemption is the policy's parameter until then.
+    import fakeredis
+
+    from gateway.caps import Caps
+    from gateway.endpoint_filter import EndpointFilter
+    from gateway.errors import GatewayError
+    from gateway.policy import RequestPolicy
+    from gateway.prompt_filter import PromptFilter
+    from gateway.routing import resolve_route
+    from gateway.validation import validate_request
+
+    policy = RequestPolicy(caps={"openai": Caps(100, 10), "anthropic": Caps(100, 10)},
+                           prompt_filter=PromptFilter("", "", fakeredis.FakeAsyncRedis(), "t:"))
+    body = json.dumps({"model": "gpt-4o", "max_tokens": 5000,
+                       "messages": [{"role": "user", "content": LONG}]}).encode()
+
+    def call():
+        route = resolve_route("/v1/chat/completions", "/proxy")
+        allowed = EndpointFilter(()).check(route, route.provider, "POST")
+        return validate_request(allowed, route.provider, "POST", "", body, by_model=True, proxy_route="/proxy")
+
+    exempt = call()
+    await policy.check(exempt, exempt_from_caps=True)
+    assert exempt.body == body and exempt.prompt_tokens > 100
+    with pytest.raises(GatewayError) as refused:
+        await policy.check(call())
+    assert refused.value.kind == "context_length_exceeded"
