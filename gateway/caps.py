@@ -16,6 +16,7 @@ simply not called for them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +48,11 @@ def apply_caps(provider: str, endpoint: str, model: str | None, payload: dict[st
     requested = 0
     for name in fields:
         value = payload.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool):  # 5000.0 must not slip past the cap
             if caps.max_output_tokens and value > caps.max_output_tokens:
                 payload[name] = value = caps.max_output_tokens
                 changed = True
-            requested = max(requested, value)
+            requested = max(requested, math.ceil(value) if value < 2**53 else 2**53)
     if provider == ANTHROPIC and caps.max_output_tokens and not any(n in payload for n in fields):
         payload[fields[0]] = requested = caps.max_output_tokens
         changed = True

@@ -71,6 +71,13 @@ def test_openai_output_is_clamped_to_the_cap(capped, upstream, field):
     assert _sent(upstream)[field] == 300
 
 
+def test_an_output_size_written_as_a_float_is_clamped_too(capped, upstream):
+    reply = httpx.post(capped.url + "/v1/chat/completions", json={
+        "model": "gpt-4o-mini", "max_tokens": 5000.0, "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200
+    assert _sent(upstream)["max_tokens"] == 300
+
+
 def test_responses_output_is_clamped_to_the_cap(capped, upstream):
     _openai(capped).responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=9000)
     assert _sent(upstream)["max_output_tokens"] == 300
