@@ -18,7 +18,8 @@ from typing import Any
 from bench import report as reporting
 from bench.suite import FULL, SMOKE, run_suite
 
-PHASES = ("non_streaming", "streaming", "many_streams", "queue", "queue_concurrency", "pool_size", "accounts")
+PHASES = ("non_streaming", "streaming", "many_streams", "queue", "queue_concurrency", "pool_size", "accounts",
+          "token_counting")
 
 
 def main(argv: list[str] | None = None) -> int:

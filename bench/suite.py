@@ -12,6 +12,7 @@
 6. Pool size: `bench.pool_size`, requests/s with 2 to 20,000 keys in the pool.
 7. Accounts: `bench.accounts_cost`, poolgate with user tokens, the rate limiter and a quota against
    poolgate with one shared password.
+8. Token counting: `bench.token_counting`, 1k- and 100k-token prompts with counting on and off.
 
 Every number that compares two servers is taken in the same run.
 """
@@ -32,6 +33,7 @@ from bench.load import closed_loop, many_streams, request_bytes, stream_one_by_o
 from bench.pool_size import measure_pool_size
 from bench.queue_quality import measure_concurrency_limited, measure_queue_quality
 from bench.services import PROXY_KEY, Service, Services, free_port, pin_this_process
+from bench.token_counting import measure_token_counting
 
 MODEL = "gpt-4o"
 MODEL_FAMILY = "gpt-4o"  # catalog.families' name for MODEL's family, which quotas are counted in
@@ -234,7 +236,7 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             litellm_python = litellm_proxy.ensure_venv(cache_dir, log)
             if isinstance(litellm_python, Path):
                 report["litellm_version"] = litellm_proxy.version_of(litellm_python)
-        if only & {"non_streaming", "streaming", "many_streams", "pool_size", "accounts"}:
+        if only & {"non_streaming", "streaming", "many_streams", "pool_size", "accounts", "token_counting"}:
             redis = services.redis()
         if "non_streaming" in only:
             report["non_streaming"] = non_streaming(plan, services, redis, litellm_python, log)
@@ -248,6 +250,9 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
         if "accounts" in only:
             report["accounts"] = measure_accounts_cost(plan.rounds, plan.seconds_at_32, services, redis, POOL_KEYS,
                                                        chat_body(), MODEL_FAMILY, log)
+        if "token_counting" in only:
+            report["token_counting"] = measure_token_counting(services, redis, POOL_KEYS, plan.requests_at_1 // 4,
+                                                              log)
     if "queue" in only:
         log(f"queue quality: {plan.queue_keys} keys x {plan.queue_rpm} rpm, {plan.queue_identities} identities, "
             f"{plan.queue_seconds:g} s at twice the capacity")

@@ -29,13 +29,16 @@ from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
 from gateway.admin_bans import BansController
 from gateway.admin_users import UsersController
 from gateway.admission import AdmissionStage
+from gateway.admin_policy import AdminPolicyController
 from gateway.client_link import ClientLink
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
+from gateway.front_door import FrontDoor
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
 from gateway.key_registration import KeyRegistration
 from gateway.pipeline import ProxyPipeline
+from gateway.policy_wiring import build_front_door, build_request_policy
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
@@ -64,6 +67,7 @@ class PoolgateApp:
         self.queues: FamilyQueues | None = None
         self.quota_refresh: InProcessQuotaRefresh | None = None
         self._pipeline: ProxyPipeline | None = None
+        self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
@@ -76,6 +80,7 @@ class PoolgateApp:
         self.litestar.register(AdminController)  # the admin API for keys (gateway/admin.py)
         self.litestar.register(UsersController)  # and for users (gateway/admin_users.py)
         self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
+        self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
@@ -89,6 +94,10 @@ class PoolgateApp:
             except GatewayError as error:
                 await ClientLink(send, receive, OPENAI).send_error(error)
                 return
+            if self.front_door is not None:
+                send = await self.front_door.let_in(scope, send, route)
+                if send is None:
+                    return  # refused (blocked address or origin) or a CORS preflight, answered
             if route is not None:
                 assert self._pipeline is not None, "the pipeline is built at start-up"
                 await self._pipeline.handle(route, scope, receive, send)
@@ -150,6 +159,8 @@ class PoolgateApp:
             upstream_retries=s.upstream_retries,
             max_key_attempts=s.max_key_attempts,
         )
+        self.front_door = await build_front_door(s, self.store)
+        self.litestar.state.policy_blocks = self.front_door.blocks
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
             gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key),
@@ -166,6 +177,7 @@ class PoolgateApp:
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
             allowed_families=frozenset(s.allowed_model_families),
             stalled_client_sec=s.stalled_client_sec,
+            policy=build_request_policy(s, self.store),
         )
         counts = {p: sum(1 for k in keys if k.provider == p) for p in ("openai", "anthropic")}
         log.info(
@@ -183,6 +195,8 @@ class PoolgateApp:
         return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
+        if self.front_door is not None:
+            await self.front_door.blocks.stop()
         if self.key_registration is not None:
             await self.key_registration.stop()
         await self.key_checks.stop()

@@ -21,6 +21,11 @@ _KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "permission": (403, "permission_error", "endpoint_not_allowed", "permission_error"),
     "user_refused": (403, "permission_error", "user_token_refused", "permission_error"),
     "banned": (403, "permission_error", "banned", "permission_error"),
+    # request policy (gateway/policy.py, gateway/blocks.py)
+    "context_length_exceeded": (400, "invalid_request_error", "context_length_exceeded", "invalid_request_error"),
+    "prompt_rejected": (403, "permission_error", "prompt_rejected", "permission_error"),
+    "blocked_origin": (403, "permission_error", "blocked_origin", "permission_error"),
+    "blocked_address": (403, "permission_error", "blocked_address", "permission_error"),
     "not_found": (404, "invalid_request_error", "unknown_url", "not_found_error"),
     "too_large": (413, "invalid_request_error", "request_too_large", "request_too_large"),
     "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),

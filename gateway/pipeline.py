@@ -28,6 +28,7 @@ from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import GatewayError, refusal_error
 from gateway.gatekeeper import Gatekeeper
+from gateway.policy import RequestPolicy
 from gateway.relay import Relay
 from gateway.routing import Route
 from gateway.validation import validate_request
@@ -48,6 +49,7 @@ class ProxyPipeline:
         proxy_route: str,
         allowed_families: frozenset[str] = frozenset(),
         stalled_client_sec: float = 30.0,
+        policy: RequestPolicy | None = None,
     ) -> None:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
@@ -57,6 +59,7 @@ class ProxyPipeline:
         self._proxy_route = proxy_route
         self._allowed_families = allowed_families
         self._stalled_client_sec = stalled_client_sec
+        self._policy = policy
 
     async def handle(self, route: Route, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one proxied request (stage 1, routing, already chose `route`)."""
@@ -73,6 +76,8 @@ class ProxyPipeline:
                 allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
             )
             call.identity = identity.id
+            if self._policy is not None:  # token count, prompt filter, caps (gateway/policy.py)
+                await self._policy.check(call)
             if call.endpoint == "responses":
                 link.speak_responses_api(call.model)
             provider = self._relay.provider(call.provider)

@@ -18,6 +18,7 @@ from typing import Any
 
 from accounts.legacy_families import legacy_quota_settings
 from catalog.families import known_families
+from gateway.policy_settings import policy_problems
 
 GATEKEEPERS = ("none", "proxy_key", "user_token")
 
@@ -268,6 +269,60 @@ class Settings:
     quota_default_output_tokens: int = _setting(
         "QUOTA_DEFAULT_OUTPUT_TOKENS", 1024,
         "Output tokens reserved against a user's quota when a request names no maximum (`max_tokens`, ...)",
+    # --- policy: request policy (caps, prompt filter, blocks, CORS) ---
+    count_prompt_tokens: bool = _setting(
+        "COUNT_PROMPT_TOKENS", True,
+        "Count each prompt's tokens before it is sent (context caps and quota reservations need it)",
+    )
+    max_context_tokens_openai: int = _setting(
+        "MAX_CONTEXT_TOKENS_OPENAI", 0,
+        "Most tokens (prompt + requested output) an OpenAI request may use; 0: no proxy cap (the model's window)",
+    )
+    max_context_tokens_anthropic: int = _setting(
+        "MAX_CONTEXT_TOKENS_ANTHROPIC", 0,
+        "Most tokens (prompt + requested output) an Anthropic request may use; 0: no proxy cap",
+    )
+    max_output_tokens_openai: int = _setting(
+        "MAX_OUTPUT_TOKENS_OPENAI", 0,
+        "Largest `max_tokens` / `max_completion_tokens` / `max_output_tokens` an OpenAI request gets; 0: no cap",
+    )
+    max_output_tokens_anthropic: int = _setting(
+        "MAX_OUTPUT_TOKENS_ANTHROPIC", 0,
+        "Largest `max_tokens` an Anthropic request gets, and the value set when it is absent; 0: no cap",
+    )
+    reject_phrases: str = _setting(
+        "REJECT_PHRASES", "",
+        "Prompts matching any of these are refused (403): comma-separated case-insensitive regular expressions, "
+        "`\"quoted\"` when one holds a comma",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
+    )
+    reject_message: str = _setting(
+        "REJECT_MESSAGE", "This prompt was refused by this proxy's content policy.",
+        "What a refused prompt is told",
+    )
+    ip_blacklist: tuple[str, ...] = _setting(
+        "IP_BLACKLIST", (), "Addresses or networks (CIDR, IPv4 and IPv6), comma-separated, refused on every route "
+        "(editable at run time: `PUT /admin/policy`)",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
+    )
+    admin_whitelist: tuple[str, ...] = _setting(
+        "ADMIN_WHITELIST", (), "Addresses or networks (CIDR) that may reach `/admin`, comma-separated; unset: any",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
+    )
+    blocked_origins: tuple[str, ...] = _setting(
+        "BLOCKED_ORIGINS", (), "Requests whose `Origin` or `Referer` contains any of these, comma-separated, "
+        "are refused (403 `blocked_origin`; editable at run time: `PUT /admin/policy`)",
+        secret=True,  # not published on the status page: it would tell abusers what to avoid
+    )
+    block_message: str = _setting(
+        "BLOCK_MESSAGE", "This website may not use this proxy.", "What a request from a blocked origin is told",
+    )
+    block_redirect: str = _setting(
+        "BLOCK_REDIRECT", "", "Where a browser from a blocked origin is sent (unset: it is shown BLOCK_MESSAGE)",
+    )
+    cors_allowed_origins: tuple[str, ...] = _setting(
+        "CORS_ALLOWED_ORIGINS", ("*",), "Web origins whose pages may call the API from a browser, comma-separated "
+        "(`*`: any; credentials are bearer tokens, not cookies)",
     )
 
     @property
@@ -398,6 +453,7 @@ class Settings:
             problems.append("KEY_RECHECK_BACKOFF_SEC must be seconds, comma-separated, like 60,3600,21600,86400")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             problems.append(f"PUBLIC_URL={self.public_url!r} must start with http:// or https://")
+        problems.extend(policy_problems(self))
         if self.page_body:
             try:
                 decode_page_body(self.page_body)

@@ -18,6 +18,7 @@ from catalog.families import DEFAULT_FAMILY, family_of, is_anthropic_model
 from gateway.endpoint_filter import AllowedCall
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.multipart_form import form_models
+from gateway.request_schema import check_request_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -52,6 +53,9 @@ class UpstreamCall:
     max_output: int | None = None  # the body's max_tokens / max_completion_tokens / max_output_tokens, if any
     reservation: Reservation | None = None  # the user's quota reservation (set once admitted), settled with the lease
     first_lease: asyncio.Future[KeyLease] | None = None  # the fast-path lease try, made in admission's round trip
+    # The JSON body as parsed once (None for uploads and bodiless calls): what the request policy reads.
+    payload: dict[str, Any] | None = None
+    prompt_tokens: int = 0  # counted by the request policy (gateway/policy.py), for caps and reservations
 
 
 def validate_request(
@@ -74,11 +78,13 @@ def validate_request(
     """
     model: str | None = None
     max_output: int | None = None
+    payload: dict[str, Any] | None = None
     stream = drop_usage_chunk = False
     if allowed.json_body and method == "POST":
         payload = _parse_json_object(body)
         model = _model_field(payload)
         max_output = _max_output(payload)
+        check_request_fields(payload, provider, allowed.endpoint, model)
         stream = payload.get("stream") is True
         changed = bool(allowed_families)
         if stream and provider == OPENAI and allowed.endpoint in _USAGE_STREAMING_ENDPOINTS:
@@ -116,6 +122,7 @@ def validate_request(
         endpoint=allowed.endpoint,
         listed_families=allowed_families if allowed.endpoint == "models" else frozenset(),
         max_output=max_output,
+        payload=payload,
     )
 
 

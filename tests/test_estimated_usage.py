@@ -141,15 +141,22 @@ def test_a_long_stream_cut_short_is_counted_whole(start_gateway):
 
 
 def test_without_its_encoding_counting_falls_back_to_four_bytes_a_token_and_says_so_once(monkeypatch, caplog):
-    from catalog import tokens
+    import tiktoken
 
-    monkeypatch.setattr(tokens, "ENCODING", "no_such_encoding")
-    tokens._encoding.cache_clear()
+    from catalog import encodings, tokens
+
+    def missing(*_args):
+        raise encodings.EncodingUnavailable("gone")
+
+    monkeypatch.setattr(encodings, "_load", missing)
+    monkeypatch.setattr(tiktoken, "get_encoding", missing)
+    encodings.encoding.cache_clear()
     try:
         assert tokens.count_tokens("x" * 400) == 100
         assert tokens.count_tokens("y" * 9) == 3
     finally:
-        tokens._encoding.cache_clear()
+        encodings.encoding.cache_clear()
+        monkeypatch.undo()
     warnings = [r for r in caplog.records if r.name == "poolgate.tokens"]
     assert len(warnings) == 1 and "4 bytes a token" in warnings[0].getMessage()
     assert tokens.count_tokens(" the" * 10) == 10, "with the bundled encoding back, real counts"

@@ -102,7 +102,7 @@ class CustomPage:
             return True
         scope, _, name = tag.partition(":")
         if scope == "config":
-            return name in self._config_names
+            return LEGACY_CONFIG_NAMES.get(name, name) in self._config_names
         return scope in self._families and name in FAMILY_STATS
 
     def render(self, status: dict[str, Any], header_html: Markup) -> str | None:
@@ -119,6 +119,15 @@ class CustomPage:
                 self._reported.add(message)
                 log.error("PAGE_BODY could not be rendered (%s); visitors see the default status page", message)
             return None
+
+
+# The OAI Reverse Proxy's camelCase config names, for pages written for it.
+LEGACY_CONFIG_NAMES = {
+    "maxContextTokensOpenAI": "max_context_tokens_openai",
+    "maxContextTokensAnthropic": "max_context_tokens_anthropic",
+    "maxOutputTokensOpenAI": "max_output_tokens_openai",
+    "maxOutputTokensAnthropic": "max_output_tokens_anthropic",
+}
 
 
 def legacy_value(tag: str, status: dict[str, Any], header_html: Markup) -> Any:
@@ -150,7 +159,7 @@ def legacy_value(tag: str, status: dict[str, Any], header_html: Markup) -> Any:
     if scope == "endpoints":
         return status["endpoints"][name]
     if scope == "config":
-        return _config_text(status["config"][name])
+        return _config_text(status["config"][LEGACY_CONFIG_NAMES.get(name, name)])
     return _family_stat(scope, FAMILY_STATS[name], status)
 
 

@@ -1,0 +1,78 @@
+"""Stage 4, validate (request policy): what a well-formed request may ask, counted before anything leaves.
+
+Once the body is parsed (gateway/validation.py), this stage
+
+  1. counts the prompt's tokens (`catalog.tokens.count_prompt`), kept on
+     the call as `prompt_tokens` for admission's reservations;
+  2. matches the prompt against REJECT_PHRASES (gateway/prompt_filter.py):
+     403 after the identity's growing delay;
+  3. clamps the requested output and checks the context (gateway/caps.py),
+     unless the caller exempts the request (`special` users): 400
+     `context_length_exceeded`; a clamped body is re-encoded.
+
+Counting and matching are CPU work on the whole prompt. Below
+`ON_LOOP_BYTES` of body they run on the event loop (a thread hop costs more
+than counting a few kilobytes); above it, in a thread, so a megabyte-sized
+prompt never stalls the other clients of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from catalog.prompts import read_prompt
+from catalog.tokens import count_prompt
+from gateway.caps import Caps, apply_caps
+from gateway.errors import GatewayError
+from gateway.prompt_filter import PromptFilter
+from gateway.validation import UpstreamCall
+
+ON_LOOP_BYTES = 32 * 1024  # ~8k tokens: counted in well under a millisecond
+# Endpoints whose body is a prompt. count_tokens is relayed as it is: counting is what it asks upstream for.
+_PROMPT_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class PromptReading:
+    tokens: int
+    rejected: bool
+
+
+class RequestPolicy:
+    def __init__(self, *, caps: dict[str, Caps], prompt_filter: PromptFilter, count_tokens: bool = True) -> None:
+        self._caps = caps  # per provider
+        self._filter = prompt_filter
+        self._count = count_tokens
+
+    async def check(self, call: UpstreamCall, *, exempt_from_caps: bool = False) -> None:
+        """Count, filter and cap `call` in place; a GatewayError when it may not go out."""
+        payload = call.payload
+        if payload is None or call.endpoint not in _PROMPT_ENDPOINTS:
+            return
+        if not self._count and not self._filter.active:
+            return
+        if len(call.body) > ON_LOOP_BYTES:
+            reading = await asyncio.to_thread(self._read, call.provider, call.model, payload)
+        else:
+            reading = self._read(call.provider, call.model, payload)
+        if reading.rejected:
+            raise await self._filter.refuse(call.identity)
+        call.prompt_tokens = reading.tokens
+        if exempt_from_caps or not self._count:
+            return
+        if apply_caps(call.provider, call.endpoint, call.model, payload, reading.tokens, self._caps[call.provider]):
+            try:
+                call.body = _encode(payload)
+            except RecursionError:  # parsed at that depth, so this cannot happen; never a 500 if it does
+                raise GatewayError("invalid_request", "The request body is nested too deeply.") from None
+
+    def _read(self, provider: str, model: str | None, payload: dict[str, Any]) -> PromptReading:
+        prompt = read_prompt(payload)  # one walk of the body, for the count and the filter
+        tokens = count_prompt(provider, model, prompt) if self._count else 0
+        rejected = self._filter.active and self._filter.matches(prompt.text())
+        return PromptReading(tokens, rejected)
