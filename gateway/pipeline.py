@@ -47,6 +47,8 @@ class ProxyPipeline:
         proxy_route: str,
         allowed_families: frozenset[str] = frozenset(),
         stalled_client_sec: float = 30.0,
+        model_aliases: dict[str, str] | None = None,
+        translate_on_provider_routes: bool = False,
     ) -> None:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
@@ -55,6 +57,8 @@ class ProxyPipeline:
         self._proxy_route = proxy_route
         self._allowed_families = allowed_families
         self._stalled_client_sec = stalled_client_sec
+        self._aliases = model_aliases or {}
+        self._translate_on_provider_routes = translate_on_provider_routes
 
     async def handle(self, route: Route, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one proxied request (stage 1, routing, already chose `route`)."""
@@ -69,6 +73,7 @@ class ProxyPipeline:
             call = validate_request(
                 allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route,
                 allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
+                aliases=self._aliases, translate=self._translate_on_provider_routes or not route.provider_route,
             )
             call.identity = identity.id
             if call.endpoint == "responses":
@@ -80,7 +85,7 @@ class ProxyPipeline:
             async with link.while_present(), self._relay.open(call, headers, link) as reply:
                 # The reply's lease is held by `open` and returned exactly once when this block ends.
                 if reply.response is None:
-                    await deliver_read(reply, link)
+                    await deliver_read(reply, link, call)
                 elif call.stream:
                     await deliver_stream(reply, call, provider, link)
                 else:

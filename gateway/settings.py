@@ -181,6 +181,15 @@ class Settings:
     )
     render_git_commit: str = _setting("RENDER_GIT_COMMIT", "", "Set by Render; the build when `BUILD_COMMIT` is unset")
     log_level: str = _setting("LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`")
+    # --- translate: OpenAI format <-> Anthropic format ---
+    model_aliases: tuple[str, ...] = _setting(
+        "MODEL_ALIASES", (), "Model names clients send, and the models they stand for, before routing: "
+        "`gpt-4o=claude-sonnet-4-5,fast=gpt-4o-mini`"
+    )
+    translate_on_provider_routes: bool = _setting(
+        "TRANSLATE_ON_PROVIDER_ROUTES", False, "Translate on `/proxy/openai/v1` and `/proxy/anthropic/v1` too "
+        "(otherwise a model of the other provider there is a 400, as on the OAI Reverse Proxy)"
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -298,12 +307,19 @@ class Settings:
             problems.append("KEY_RECHECK_BACKOFF_SEC must be seconds, comma-separated, like 60,3600,21600,86400")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             problems.append(f"PUBLIC_URL={self.public_url!r} must start with http:// or https://")
+        problems.extend(_alias_problems(self.model_aliases))
         if self.page_body:
             try:
                 decode_page_body(self.page_body)
             except ValueError as error:
                 problems.append(f"PAGE_BODY {error}")
         return problems
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """MODEL_ALIASES as a mapping: the name a client sends -> the model it stands for."""
+        pairs = (entry.partition("=") for entry in self.model_aliases)
+        return {name.strip(): model.strip() for name, _, model in pairs}
 
     def public_view(self) -> dict[str, Any]:
         """The settings a visitor may see: secrets are never included, whatever is asked for.
@@ -319,6 +335,13 @@ class Settings:
 
 def _known_families() -> tuple[str, ...]:
     return (*known_families("openai"), *known_families("anthropic"))
+
+
+def _alias_problems(entries: tuple[str, ...]) -> list[str]:
+    return [
+        f"MODEL_ALIASES entry {entry!r} must look like gpt-4o=claude-sonnet-4-5" for entry in entries
+        if not all(part.strip() for part in entry.partition("=")[::2]) or "=" not in entry
+    ]
 
 
 def port_problem(given: str) -> str:
