@@ -239,10 +239,14 @@ def test_an_upstream_error_mid_stream_becomes_an_openai_error_chunk(start_gatewa
 
 
 def test_model_aliases_apply_before_routing(start_gateway: Any, upstream: Any) -> None:
-    gateway = start_gateway(ANTHROPIC_KEY=ANTHROPIC_KEY, MODEL_ALIASES="gpt-4o=claude-haiku-4-5")
+    gateway = start_gateway(ANTHROPIC_KEY=ANTHROPIC_KEY, OPENAI_KEY=OPENAI_KEY,
+                            MODEL_ALIASES="gpt-4o=claude-haiku-4-5, fast = gpt-4o-mini")
     reply = client(gateway).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert sent(upstream)["model"] == "claude-haiku-4-5"
     assert reply.choices[0].message.content == completion_text(16)
+    client(gateway).chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.requests[-1]["path"] == "/v1/chat/completions"
+    assert json.loads(upstream.requests[-1]["body"])["model"] == "gpt-4o-mini"
 
 
 def test_provider_routes_translate_only_when_the_operator_allows_it(start_gateway: Any, upstream: Any) -> None:

@@ -92,6 +92,15 @@ def test_assistant_tool_calls_become_tool_use_blocks_and_tool_replies_one_user_t
     assert len(body["messages"]) == 3
 
 
+def test_tool_results_come_first_in_their_user_turn_even_when_the_client_put_text_before_them() -> None:
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}}]
+    body = to_claude(messages=[*HI, {"role": "assistant", "tool_calls": calls},
+                               {"role": "user", "content": "(the tool ran)"},
+                               {"role": "tool", "tool_call_id": "call_1", "content": "one"}])
+    assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_1", "content": "one"},
+                                              {"type": "text", "text": "(the tool ran)"}]
+
+
 def test_tool_arguments_that_are_no_json_object_are_a_clear_400() -> None:
     bad = {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "a", "arguments": "[1]"}}]}
     assert "JSON object" in refused(to_claude, messages=[*HI, bad])

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 from processes import wait_for
 from scripted_upstream import STREAM_HEAD, Exchange, ScriptedUpstream, chunked
 
@@ -84,3 +85,29 @@ def test_a_queued_translated_stream_gets_heartbeats_and_the_sdk_does_not_mind(st
             **CLAUDE_ASK, stream=True, extra_headers={"x-forwarded-for": "10.0.0.3"})  # type: ignore[call-overload]
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == completion_text(16)
         assert again.result().status_code == 200
+
+
+async def _claude_breaks_off_after_a_word(exchange: Exchange) -> None:
+    await exchange.write(STREAM_HEAD)
+    message = {"id": "msg_2", "type": "message", "role": "assistant", "model": "claude-haiku-4-5", "content": [],
+               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 1}}
+    await exchange.write(_event("message_start", {"type": "message_start", "message": message}))
+    await exchange.write(_event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                        "delta": {"type": "text_delta", "text": "Hello"}}))
+    exchange.writer.close()  # no message_stop, no end of the chunked body: the connection just drops
+
+
+def test_a_translated_stream_upstream_breaks_off_ends_in_an_error_the_sdk_raises(start_gateway: Any) -> None:
+    upstream = ScriptedUpstream(_claude_breaks_off_after_a_word).start()
+    try:
+        gateway = start_gateway(ANTHROPIC_KEY="sk-ant-translate-cut-0001", ANTHROPIC_BASE_URL=upstream.url)
+        stream = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+            **CLAUDE_ASK, stream=True)  # type: ignore[call-overload]
+        got = []
+        with pytest.raises(openai.APIError) as raised:
+            for chunk in stream:
+                got.append(chunk.choices[0].delta.content or "")
+        assert "".join(got) == "Hello"
+        assert raised.value.message == "The upstream stream ended before it was complete."
+    finally:
+        upstream.stop()
