@@ -78,13 +78,16 @@ def chat_completions(request: MockRequest, output_tokens: int) -> AnyReply:
     if not answer.tool_calls:
         opening = [chunk({"role": "assistant", "content": "", "refusal": None})]
         tokens = [chunk({"content": piece}) for piece in answer.pieces]
-    else:  # each call opens with its index, id and name, then its arguments follow in fragments
-        opening = [chunk({"role": "assistant", "content": None, "refusal": None})]
+    else:  # each call opens with its index, id and name (the first with the role), then its arguments follow
+        opening = []
         tokens = []
         for index, (call_id, call) in enumerate(zip(call_ids, answer.tool_calls, strict=True)):
             named = {"index": index, "id": call_id, "type": "function",
                      "function": {"name": call.name, "arguments": ""}}
-            tokens.append(chunk({"tool_calls": [named]}))
+            if index == 0:
+                opening.append(chunk({"role": "assistant", "content": None, "tool_calls": [named], "refusal": None}))
+            else:
+                tokens.append(chunk({"tool_calls": [named]}))
             tokens.extend(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
                           for piece in fragments(call.arguments))
     closing = closing_events(chunk({}, answer.finish), frame, usage if include_usage else None)

@@ -290,3 +290,14 @@ def test_stream_asks_openai_for_its_usage_chunk() -> None:
     assert to_gpt(stream=True)["stream_options"] == {"include_usage": True}
     assert to_claude(stream=True, stream_options={"include_usage": True})["stream"] is True
     assert "stream_options" not in to_claude(stream=True, stream_options={"include_usage": True})
+
+
+def test_model_aliases_are_read_as_pairs_and_a_malformed_one_stops_start_up() -> None:
+    from gateway.settings import ConfigError, Settings
+
+    settings = Settings.from_env({"MODEL_ALIASES": "gpt-4o = claude-sonnet-4-5, fast=gpt-4o-mini"}, env_file=None)
+    assert settings.aliases == {"gpt-4o": "claude-sonnet-4-5", "fast": "gpt-4o-mini"}
+    for bad in ("gpt-4o", "=claude-sonnet-4-5", "gpt-4o="):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({"MODEL_ALIASES": bad}, env_file=None)
+        assert "MODEL_ALIASES entry" in str(raised.value)
