@@ -18,7 +18,7 @@ from typing import Any
 from bench import report as reporting
 from bench.suite import FULL, SMOKE, run_suite
 
-PHASES = ("non_streaming", "streaming", "many_streams", "queue", "queue_concurrency", "pool_size")
+PHASES = ("non_streaming", "streaming", "many_streams", "queue", "queue_concurrency", "pool_size", "translation")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@
 4. Queue quality: `bench.queue_quality`.
 5. Queue with concurrency-limited keys: `bench.queue_quality.measure_concurrency_limited`.
 6. Pool size: `bench.pool_size`, requests/s with 2 to 20,000 keys in the pool.
+7. Translation: `bench.translation`, the same calls native and translated through one poolgate.
 
 Every number that compares two servers is taken in the same run.
 """
@@ -29,6 +30,7 @@ from bench.load import closed_loop, many_streams, request_bytes, stream_one_by_o
 from bench.pool_size import measure_pool_size
 from bench.queue_quality import measure_concurrency_limited, measure_queue_quality
 from bench.services import PROXY_KEY, Service, Services, free_port, pin_this_process
+from bench.translation import measure_translation
 
 MODEL = "gpt-4o"
 POOL_KEYS = ["sk-bench-0001", "sk-bench-0002"]  # plain keys: the fake upstream gives them no limits
@@ -230,7 +232,7 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             litellm_python = litellm_proxy.ensure_venv(cache_dir, log)
             if isinstance(litellm_python, Path):
                 report["litellm_version"] = litellm_proxy.version_of(litellm_python)
-        if only & {"non_streaming", "streaming", "many_streams", "pool_size"}:
+        if only & {"non_streaming", "streaming", "many_streams", "pool_size", "translation"}:
             redis = services.redis()
         if "non_streaming" in only:
             report["non_streaming"] = non_streaming(plan, services, redis, litellm_python, log)
@@ -241,6 +243,11 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
         if "pool_size" in only:
             report["pool_size"] = measure_pool_size(plan.pool_sizes, plan.pool_size_seconds, services, redis,
                                                     POOL_KEYS, chat_body(), log)
+        if "translation" in only:
+            report["translation"] = measure_translation(
+                rounds=plan.rounds, requests_at_1=plan.requests_at_1, seconds_at_32=plan.seconds_at_32,
+                streams=plan.streams_one_by_one, tokens=plan.tokens_per_stream, services=services, redis=redis,
+                log=log)
     if "queue" in only:
         log(f"queue quality: {plan.queue_keys} keys x {plan.queue_rpm} rpm, {plan.queue_identities} identities, "
             f"{plan.queue_seconds:g} s at twice the capacity")
