@@ -126,6 +126,9 @@ def problems(report: dict[str, Any]) -> list[str]:
     limited = report.get("queue_concurrency")
     if limited and (limited["client_errors"] or not limited["offered"]):
         found.append(f"queue with concurrency-limited keys: {limited['client_errors']} client errors")
+    for row, result in (_get(report, "translation", "rows") or {}).items():
+        if result["errors"] or not result["in_flight_1"].get("count") or not result["ttft"].get("count"):
+            found.append(f"translation: {row} answered {result['errors']} errors ({result['first_error']})")
     queue = report.get("queue")
     if queue and (queue["client_errors"] or not queue["offered"]):
         found.append(f"queue: {queue['client_errors']} client errors of {queue['offered']} requests")
@@ -179,10 +182,41 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += _concurrency_section(report.get("queue_concurrency"))
     lines += _pool_size_section(report.get("pool_size"))
     lines += _accounts_section(report.get("accounts"))
+    lines += _translation_section(report.get("translation"))
     found = problems(report)
     if found:
         lines += ["## Problems", "", *(f"- {problem}" for problem in found), ""]
     return "\n".join(lines)
+
+
+TRANSLATION_ROWS = {"openai_to_gpt": "OpenAI format → GPT (native)",
+                    "anthropic_to_claude": "Anthropic format → Claude (native)",
+                    "openai_to_claude": "OpenAI format → Claude (translated)",
+                    "anthropic_to_gpt": "Anthropic format → GPT (translated)"}
+
+
+def _translation_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    rows = []
+    for name, result in phase["rows"].items():
+        added = phase["added_ms"].get(name, {})
+        rows.append([
+            TRANSLATION_ROWS.get(name, name), f"{result['requests_per_sec']:,.0f}",
+            _ms(result["in_flight_1"], "p50"), _ms(result["in_flight_1"], "p99"),
+            _ms(result["ttft"], "p50"), _ms(result["gap"], "p50"),
+            " / ".join(f"{added[m]['p50']:+.2f}" for m in ("in_flight_1", "ttft") if m in added) or "–",
+            str(result["errors"]),
+        ])
+    return [
+        "## Translation", "",
+        "The same chat turn through one poolgate, native and translated. Added = a translated row's p50 minus "
+        "that of the native row reaching the same upstream API (whole reply @1 / time to first token); "
+        f"streams carry {phase['tokens_per_stream']} tokens at {phase['tokens_per_sec']:g} a second.", "",
+        *_table(["call", "requests/s @32", "p50 @1", "p99 @1", "TTFT p50", "gap p50", "added ms @1 / TTFT",
+                 "errors"], rows),
+        "",
+    ]
 
 
 def _placement(report: dict[str, Any]) -> str:

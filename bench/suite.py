@@ -13,6 +13,7 @@
 7. Accounts: `bench.accounts_cost`, poolgate with user tokens, the rate limiter and a quota against
    poolgate with one shared password.
 8. Token counting: `bench.token_counting`, 1k- and 100k-token prompts with counting on and off.
+9. Translation: `bench.translation`, the same calls native and translated through one poolgate.
 
 Every number that compares two servers is taken in the same run.
 """
@@ -34,6 +35,7 @@ from bench.pool_size import measure_pool_size
 from bench.queue_quality import measure_concurrency_limited, measure_queue_quality
 from bench.services import PROXY_KEY, Service, Services, free_port, pin_this_process
 from bench.token_counting import measure_token_counting
+from bench.translation import measure_translation
 
 MODEL = "gpt-4o"
 MODEL_FAMILY = "gpt-4o"  # catalog.families' name for MODEL's family, which quotas are counted in
@@ -236,7 +238,8 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             litellm_python = litellm_proxy.ensure_venv(cache_dir, log)
             if isinstance(litellm_python, Path):
                 report["litellm_version"] = litellm_proxy.version_of(litellm_python)
-        if only & {"non_streaming", "streaming", "many_streams", "pool_size", "accounts", "token_counting"}:
+        if only & {"non_streaming", "streaming", "many_streams", "pool_size", "accounts", "token_counting",
+                   "translation"}:
             redis = services.redis()
         if "non_streaming" in only:
             report["non_streaming"] = non_streaming(plan, services, redis, litellm_python, log)
@@ -253,6 +256,11 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
         if "token_counting" in only:
             report["token_counting"] = measure_token_counting(services, redis, POOL_KEYS, plan.requests_at_1 // 4,
                                                               log)
+        if "translation" in only:
+            report["translation"] = measure_translation(
+                rounds=plan.rounds, requests_at_1=plan.requests_at_1, seconds_at_32=plan.seconds_at_32,
+                streams=plan.streams_one_by_one, tokens=plan.tokens_per_stream, services=services, redis=redis,
+                log=log)
     if "queue" in only:
         log(f"queue quality: {plan.queue_keys} keys x {plan.queue_rpm} rpm, {plan.queue_identities} identities, "
             f"{plan.queue_seconds:g} s at twice the capacity")

@@ -34,10 +34,12 @@ from .fake_text import (
     count_message_tokens,
     count_text_tokens,
     output_length,
+    until_stop,
 )
 from .models import anthropic_knows
+from .prompt_cache import PromptCache
 from .schema_instance import instance_of
-from .tool_calls import Tool, choose_tool_call, fragments, json_of, last_prompt
+from .tool_calls import Tool, choose_tool_calls, fragments, json_of, last_prompt
 
 MODELS: tuple[tuple[str, str, str], ...] = (
     ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
@@ -77,8 +79,13 @@ def error_body(kind: str, message: str, request_id: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
 
 
-def answer_anthropic(request: MockRequest, gate: KeyGate, output_tokens: int) -> AnyReply:
-    """Answer one Anthropic-dialect request: route, credential, version, key behaviour, then the endpoint."""
+def answer_anthropic(
+    request: MockRequest, gate: KeyGate, output_tokens: int, cache: PromptCache | None = None
+) -> AnyReply:
+    """Answer one Anthropic-dialect request: route, credential, version, key behaviour, then the endpoint.
+
+    `cache` is the mock's prompt cache (one per mock, as one per organization upstream).
+    """
     request_id = new_id("req_")
 
     def error(status: int, kind: str, message: str) -> Reply:
@@ -99,7 +106,10 @@ def answer_anthropic(request: MockRequest, gate: KeyGate, output_tokens: int) ->
             reply = error(status, kind, message)
         else:
             try:
-                reply = handler(request, output_tokens)
+                if handler is _messages:
+                    reply = _messages(request, output_tokens, cache or PromptCache())
+                else:
+                    reply = handler(request, output_tokens)
             except EndpointError as refused:
                 reply = error(refused.status, refused.kind, refused.message)
     if verdict is not None and verdict.rate is not None:
@@ -187,17 +197,19 @@ def _input_tokens(body: dict[str, Any]) -> int:
     )
 
 
-def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
+def _messages(request: MockRequest, output_tokens: int, cache: PromptCache | None = None) -> AnyReply:
     body = _json_body(request, "model", "messages", "max_tokens")
     max_tokens = body["max_tokens"]
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise EndpointError("max_tokens: Input should be greater than or equal to 1")
-    blocks, stop_reason = _decide(body, output_tokens, max_tokens)
+    blocks, stop_reason, stop_sequence = _decide(body, output_tokens, max_tokens)
     count = sum(len(pieces) for _, pieces in blocks)
-    usage = {
-        "input_tokens": _input_tokens(body),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+    total_input = _input_tokens(body)
+    written, read = (cache or PromptCache()).use(body, _input_tokens)
+    usage = {  # as Anthropic counts: input_tokens excludes what was written to or read from the cache
+        "input_tokens": total_input - written - read,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
         "output_tokens": count,
         "service_tier": "standard",
     }
@@ -208,7 +220,7 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
         "model": str(body["model"]),
         "content": [_whole(block, pieces) for block, pieces in blocks],
         "stop_reason": stop_reason,
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence,
         "usage": usage,
     }
     if body.get("stream") is not True:
@@ -232,8 +244,9 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": count},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                # cumulative, and (as the real API now does) with the input figures again
+                "usage": {**{k: v for k, v in usage.items() if k != "service_tier"}, "output_tokens": count},
             },
         ),
         sse_event("message_stop", {"type": "message_stop"}),
@@ -246,22 +259,38 @@ def _messages(request: MockRequest, output_tokens: int) -> AnyReply:
 _Block = tuple[dict[str, Any], tuple[str, ...]]
 
 
-def _decide(body: dict[str, Any], output_tokens: int, max_tokens: int) -> tuple[list[_Block], str]:
-    """What the "model" says: a tool call when forced or named, JSON for an output format, else words."""
+def _decide(body: dict[str, Any], output_tokens: int, max_tokens: int) -> tuple[list[_Block], str, str | None]:
+    """What the "model" says, why it stopped and at which stop sequence: tool calls when forced or named
+    (one per tool named, unless `disable_parallel_tool_use`), JSON for an output format, else words."""
     tools = _tools(body.get("tools"))
     mode, forced = _tool_choice(body.get("tool_choice"))
-    call = choose_tool_call(tools, mode, forced, last_prompt(body["messages"], tool_result_roles=frozenset()))
-    if call is not None:
-        use = {"type": "tool_use", "id": new_id("toolu_"), "name": call.name, "input": {}}
-        blocks: list[_Block] = [(use, ("", *fragments(call.arguments)))]
-        if not call.forced and mode == "auto":  # unforced, Claude says what it is about to do first
+    choice = body.get("tool_choice")
+    parallel = not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True)
+    prompt = last_prompt(body["messages"], tool_result_roles=frozenset())
+    calls = choose_tool_calls(tools, mode, forced, prompt, parallel=parallel)
+    if calls:
+        blocks: list[_Block] = [
+            ({"type": "tool_use", "id": new_id("toolu_"), "name": call.name, "input": {}},
+             ("", *fragments(call.arguments)))
+            for call in calls
+        ]
+        if not calls[0].forced and mode == "auto":  # unforced, Claude says what it is about to do first
             blocks.insert(0, ({"type": "text", "text": ""}, completion_tokens(3)))
-        return blocks, "tool_use"
+        return blocks, "tool_use", None
     structured = _structured_text(body)
     if structured is not None:
-        return [({"type": "text", "text": ""}, tuple(fragments(structured)))], "end_turn"
+        return [({"type": "text", "text": ""}, tuple(fragments(structured)))], "end_turn", None
     count, capped = output_length(output_tokens, max_tokens)
-    return [({"type": "text", "text": ""}, completion_tokens(count))], "max_tokens" if capped else "end_turn"
+    pieces, stop_sequence = _until_stop_sequence(completion_tokens(count), body.get("stop_sequences"))
+    if stop_sequence is not None:
+        return [({"type": "text", "text": ""}, pieces)], "stop_sequence", stop_sequence
+    return [({"type": "text", "text": ""}, pieces)], "max_tokens" if capped else "end_turn", None
+
+
+def _until_stop_sequence(pieces: tuple[str, ...], stops: Any) -> tuple[tuple[str, ...], str | None]:
+    if isinstance(stops, list) and any(not isinstance(stop, str) or not stop.strip() for stop in stops):
+        raise EndpointError("stop_sequences: each stop sequence must contain non-whitespace")
+    return until_stop(pieces, stops if isinstance(stops, list) else [])
 
 
 def _whole(block: dict[str, Any], pieces: tuple[str, ...]) -> dict[str, Any]:

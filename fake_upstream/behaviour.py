@@ -51,6 +51,7 @@ class KeyBehaviour:
     delay_ms: float
     echoes_key: bool = False  # `echokey`: the key comes back in every channel (`leaks.py`)
     redirects: bool = False  # `redirect`: every request is answered with a 302 carrying the key
+    fails_mid_stream: bool = False  # `streamerror`: a stream starts (200), then ends in the API's error event
 
 
 @lru_cache(maxsize=4096)
@@ -67,6 +68,7 @@ def behaviour_for_key(key: str, default_rpm: int) -> KeyBehaviour:
         delay_ms=float(delay_match.group(1)) if delay_match else 0.0,
         echoes_key="echokey" in text,
         redirects="redirect" in text,
+        fails_mid_stream="streamerror" in text,
     )
 
 

@@ -57,3 +57,22 @@ def output_length(default: int, requested_max: Any) -> tuple[int, bool]:
     if isinstance(requested_max, int) and not isinstance(requested_max, bool) and requested_max < default:
         return max(requested_max, 0), True
     return default, False
+
+
+def until_stop(pieces: tuple[str, ...], stops: list[str]) -> tuple[tuple[str, ...], str | None]:
+    """The reply up to the first stop sequence in it (the sequence itself left out), and that sequence."""
+    text = "".join(pieces)
+    found = [(text.find(stop), stop) for stop in stops if stop and stop in text]
+    if not found:
+        return pieces, None
+    at, stop = min(found)
+    kept: list[str] = []
+    length = 0
+    for piece in pieces:  # whole tokens before the stop, then what of the next one precedes it
+        if length + len(piece) > at:
+            if at > length:
+                kept.append(piece[: at - length])
+            break
+        kept.append(piece)
+        length += len(piece)
+    return tuple(kept), stop

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exchange import AnyReply, MockRequest, StreamReply, json_reply, new_id, sse_data
-from .fake_text import completion_text, completion_tokens, count_message_tokens, output_length
+from .fake_text import completion_text, completion_tokens, count_message_tokens, output_length, until_stop
 from .openai_endpoints import (
     SYSTEM_FINGERPRINT,
     InvalidRequest,
@@ -26,23 +26,27 @@ from .openai_endpoints import (
     usage_of,
 )
 from .schema_instance import instance_of
-from .tool_calls import Tool, ToolCall, choose_tool_call, fragments, json_of, last_prompt
+from .tool_calls import Tool, ToolCall, choose_tool_calls, fragments, json_of, last_prompt
 
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """What the "model" says: pieces of text (streamed one per event), or a tool call."""
+    """What the "model" says: pieces of text (streamed one per event), or tool calls (in parallel)."""
 
     pieces: tuple[str, ...]
-    tool_call: ToolCall | None
+    tool_calls: tuple[ToolCall, ...]
     finish: str
+
+    @property
+    def tokens(self) -> int:
+        return len(self.pieces) + sum(len(fragments(call.arguments)) for call in self.tool_calls)
 
 
 def chat_completions(request: MockRequest, output_tokens: int) -> AnyReply:
     body = json_body(request, "model", "messages")
     stream, include_usage = stream_options(body)
     answer = _decide(body, output_tokens)
-    usage = usage_of(count_message_tokens(body["messages"], per_message=4, priming=3), len(answer.pieces))
+    usage = usage_of(count_message_tokens(body["messages"], per_message=4, priming=3), answer.tokens)
     completion: dict[str, Any] = {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -51,15 +55,16 @@ def chat_completions(request: MockRequest, output_tokens: int) -> AnyReply:
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
-    call = answer.tool_call
-    call_id = new_id("call_")
+    call_ids = [new_id("call_") for _ in answer.tool_calls]
     if not stream:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(answer.pieces), "refusal": None,
                                    "annotations": []}
-        if call is not None:
-            function = {"name": call.name, "arguments": call.arguments}
+        if answer.tool_calls:
             message["content"] = None
-            message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
+            message["tool_calls"] = [
+                {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call_id, call in zip(call_ids, answer.tool_calls, strict=True)
+            ]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish}
         return json_reply(200, {**completion, "choices": [choice], "usage": usage})
     frame = {**completion, "object": "chat.completion.chunk"}
@@ -70,15 +75,21 @@ def chat_completions(request: MockRequest, output_tokens: int) -> AnyReply:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return sse_data({**frame, "choices": [choice]})
 
-    if call is None:
+    if not answer.tool_calls:
         opening = [chunk({"role": "assistant", "content": "", "refusal": None})]
         tokens = [chunk({"content": piece}) for piece in answer.pieces]
-    else:
-        named = {"index": 0, "id": call_id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        opening = [chunk({"role": "assistant", "content": None, "tool_calls": [named], "refusal": None})]
-        tokens = [
-            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}) for piece in answer.pieces
-        ]
+    else:  # each call opens with its index, id and name (the first with the role), then its arguments follow
+        opening = []
+        tokens = []
+        for index, (call_id, call) in enumerate(zip(call_ids, answer.tool_calls, strict=True)):
+            named = {"index": index, "id": call_id, "type": "function",
+                     "function": {"name": call.name, "arguments": ""}}
+            if index == 0:
+                opening.append(chunk({"role": "assistant", "content": None, "tool_calls": [named], "refusal": None}))
+            else:
+                tokens.append(chunk({"tool_calls": [named]}))
+            tokens.extend(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                          for piece in fragments(call.arguments))
     closing = closing_events(chunk({}, answer.finish), frame, usage if include_usage else None)
     return StreamReply(opening=opening, tokens=tokens, closing=closing)
 
@@ -86,17 +97,26 @@ def chat_completions(request: MockRequest, output_tokens: int) -> AnyReply:
 def _decide(body: dict[str, Any], output_tokens: int) -> _Answer:
     tools = _tools(body.get("tools"))
     mode, forced = _tool_choice(body.get("tool_choice"), tools)
-    call = choose_tool_call(tools, mode, forced, last_prompt(body["messages"], tool_result_roles=_TOOL_ROLES))
-    if call is not None:
-        return _Answer(tuple(fragments(call.arguments)), call, "stop" if call.forced else "tool_calls")
+    prompt = last_prompt(body["messages"], tool_result_roles=_TOOL_ROLES)
+    calls = choose_tool_calls(tools, mode, forced, prompt, parallel=body.get("parallel_tool_calls") is not False)
+    if calls:
+        return _Answer((), tuple(calls), "stop" if calls[0].forced else "tool_calls")
     structured = _structured_text(body.get("response_format"))
     if structured is not None:
-        return _Answer(tuple(fragments(structured)), None, "stop")
+        return _Answer(tuple(fragments(structured)), (), "stop")
     count, capped = output_length(output_tokens, body.get("max_completion_tokens", body.get("max_tokens")))
-    return _Answer(completion_tokens(count), None, "length" if capped else "stop")
+    pieces, stopped_at = until_stop(completion_tokens(count), _stops(body.get("stop")))
+    return _Answer(pieces, (), "length" if capped and stopped_at is None else "stop")
 
 
 _TOOL_ROLES = frozenset({"tool", "function"})
+
+
+def _stops(value: Any) -> list[str]:
+    """`stop`: a string or a list of them; the text ends before the first found, and the finish is `stop`."""
+    if isinstance(value, str):
+        return [value]
+    return [s for s in value if isinstance(s, str)] if isinstance(value, list) else []
 
 
 def _tools(value: Any) -> list[Tool]:

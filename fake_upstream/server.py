@@ -25,6 +25,8 @@ from .behaviour import KeyGate
 from .exchange import AnyReply, MockRequest, Reply, StreamReply, json_reply
 from .leaks import leak_key, redirect_reply
 from .openai_api import OPENAI_ONLY_PATHS, answer_openai
+from .prompt_cache import PromptCache
+from .stream_failure import fail_mid_stream
 
 MAX_RECORDED = 10_000
 
@@ -71,6 +73,7 @@ class MockUpstream:
         self.output_tokens = output_tokens
         self.requests: list[RecordedRequest] = []
         self._gate = KeyGate(default_rpm=rpm)
+        self._prompt_cache = PromptCache()  # Anthropic's prompt caching, for `cache_control` markers
         self._server: asyncio.Server | None = None
         self._connections: set[_HttpConnection] = set()
 
@@ -100,6 +103,7 @@ class MockUpstream:
         """Forget recorded requests, every key's rate-limit window and every revival."""
         self.requests.clear()
         self._gate.reset()
+        self._prompt_cache.clear()
 
     def revive(self, key: str) -> None:
         """Make a refused key good again: its owner fixed billing, or the revocation was a mistake."""
@@ -122,11 +126,13 @@ class MockUpstream:
         if behaviour is not None and behaviour.redirects:
             reply = redirect_reply(request.key or "")
         elif anthropic:
-            reply = answer_anthropic(request, self._gate, self.output_tokens)
+            reply = answer_anthropic(request, self._gate, self.output_tokens, self._prompt_cache)
         else:
             reply = answer_openai(request, self._gate, self.output_tokens)
         if behaviour is not None and behaviour.echoes_key:
             reply = leak_key(reply, request.key or "", anthropic=anthropic)
+        if behaviour is not None and behaviour.fails_mid_stream and isinstance(reply, StreamReply):
+            reply = fail_mid_stream(reply, anthropic=anthropic)
         return reply, delay_ms / 1000.0
 
     def record(self, request: MockRequest, started_at: float) -> RecordedRequest | None:

@@ -5,8 +5,10 @@ a tool the request forces (OpenAI `tool_choice: {function: {name}}`,
 Anthropic `tool_choice: {type: tool, name}`) is called; `required` / `any`
 calls the tool the prompt names, else the first; `auto` (the default) calls a
 tool only when the last message names it, so an agent loop that answers with
-the tool's result gets text back and ends; `none` never calls one. The
-arguments are the minimal instance of the tool's parameter schema.
+the tool's result gets text back and ends; `none` never calls one. A prompt
+that names several tools gets one call to each, in parallel, unless the
+request turned parallel calls off. The arguments are the minimal instance of
+the tool's parameter schema.
 """
 
 from __future__ import annotations
@@ -36,18 +38,25 @@ class ToolCall:
 
 def choose_tool_call(tools: list[Tool], mode: str, forced_name: str | None, prompt: str) -> ToolCall | None:
     """The call the "model" makes. `mode` is `none`, `auto`, `any` or `tool` (with `forced_name`)."""
+    calls = choose_tool_calls(tools, mode, forced_name, prompt, parallel=False)
+    return calls[0] if calls else None
+
+
+def choose_tool_calls(
+    tools: list[Tool], mode: str, forced_name: str | None, prompt: str, *, parallel: bool
+) -> list[ToolCall]:
+    """The calls the "model" makes: with parallel calls allowed, one for every tool the prompt names."""
     if not tools or mode == "none":
-        return None
+        return []
     by_name = {tool.name: tool for tool in tools}
     if mode == "tool":
         tool = by_name.get(forced_name or "")
-        return None if tool is None else ToolCall(tool.name, json_of(instance_of(tool.schema)), forced=True)
-    named = next((tool for tool in tools if tool.name in prompt), None)
-    if named is None and mode == "any":
-        named = tools[0]
-    if named is None:
-        return None
-    return ToolCall(named.name, json_of(instance_of(named.schema)), forced=False)
+        return [] if tool is None else [ToolCall(tool.name, json_of(instance_of(tool.schema)), forced=True)]
+    named = [tool for tool in tools if tool.name in prompt]
+    if not named and mode == "any":
+        named = tools[:1]
+    return [ToolCall(tool.name, json_of(instance_of(tool.schema)), forced=False)
+            for tool in (named if parallel else named[:1])]
 
 
 def json_of(value: Any) -> str:

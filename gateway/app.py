@@ -178,6 +178,8 @@ class PoolgateApp:
             allowed_families=frozenset(s.allowed_model_families),
             stalled_client_sec=s.stalled_client_sec,
             policy=build_request_policy(s, self.store),
+            model_aliases=s.aliases,
+            translate_on_provider_routes=s.translate_on_provider_routes,
         )
         counts = {p: sum(1 for k in keys if k.provider == p) for p in ("openai", "anthropic")}
         log.info(

@@ -45,7 +45,7 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     except httpx.HTTPError as exc:  # upstream broke off mid-body: the hold returns the lease as FAILED
         log.warning("upstream %s body broke off: %s", call.provider, type(exc).__name__)
         raise GatewayError("upstream_failed", f"The upstream {call.provider} API broke off its reply.") from None
-    shown = body
+    shown = body if call.translation is None else call.translation.reply(body)  # into the client's format
     if call.listed_families and reply.status == 200:  # ALLOWED_MODEL_FAMILIES: a models list shows only those
         shown = listed_models_only(body, call.provider, call.listed_families)
     try:
@@ -60,7 +60,9 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
     reader = provider.stream_reader(call.drop_usage_chunk)
     framer = EventFramer()
     scrub = scrubber_for(reply.lease.secret).scrub  # an event may echo the key, mid-stream as much as at the end
-    relayed = RelayedEvents(provider.stream_text)
+    relayed = RelayedEvents(provider.stream_text)  # upstream's events: counted in upstream's family
+    # A translated stream: each upstream event becomes the client's events as it arrives (gateway.translate).
+    translator = call.translation.stream() if call.translation is not None else None
     try:
         if link.started:
             await link.write(f": poolgate: waited {reply.waited_ms} ms for a key\n\n".encode())
@@ -71,10 +73,14 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
                 events = [event for event in framer.feed(chunk) if reader.read(event)]
                 if events:
                     relayed.extend(events)
-                    await link.write(scrub(b"".join(events)))
+                    out = b"".join(events) if translator is None else b"".join(map(translator.feed, events))
+                    if out:
+                        await link.write(scrub(out))
         except httpx.HTTPError as exc:  # upstream broke off mid-stream: end ours where theirs ended
             log.warning("upstream %s stream broke off: %s", call.provider, type(exc).__name__)
-        await link.write(scrub(framer.flush()), more=False)
+        # A translated stream cut short ends with the client dialect's error event, never silently.
+        tail = framer.flush() if translator is None else translator.finish()
+        await link.write(scrub(tail), more=False)
     finally:
         # Runs on completion, on upstream failure and on cancellation alike (the reply's
         # connection is closed by `Relay.open`); the hold shields its store call, so a cancelled
@@ -91,9 +97,12 @@ async def _settle(reply: UpstreamReply, call: UpstreamCall, usage: Usage | None)
     await reply.hold.settle_usage(usage, call.identity, reply.budget)
 
 
-async def deliver_read(reply: UpstreamReply, link: ClientLink) -> None:
-    """A reply whose body was already read (a client error passed through)."""
+async def deliver_read(reply: UpstreamReply, link: ClientLink, call: UpstreamCall) -> None:
+    """A reply whose body was already read (a client error passed through, in the client's dialect)."""
+    body = reply.body or b""
+    if call.translation is not None:
+        body = call.translation.error(body)
     if link.started:
-        await link.end_stream_with_error(reply.body or b"")
+        await link.end_stream_with_error(body)
     else:
-        await link.send_complete(reply.status, reply.headers, reply.body or b"")
+        await link.send_complete(reply.status, reply.headers, body)

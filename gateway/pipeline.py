@@ -50,6 +50,8 @@ class ProxyPipeline:
         allowed_families: frozenset[str] = frozenset(),
         stalled_client_sec: float = 30.0,
         policy: RequestPolicy | None = None,
+        model_aliases: dict[str, str] | None = None,
+        translate_on_provider_routes: bool = False,
     ) -> None:
         self._filter = endpoint_filter
         self._gatekeeper = gatekeeper
@@ -60,6 +62,8 @@ class ProxyPipeline:
         self._allowed_families = allowed_families
         self._stalled_client_sec = stalled_client_sec
         self._policy = policy
+        self._aliases = model_aliases or {}
+        self._translate_on_provider_routes = translate_on_provider_routes
 
     async def handle(self, route: Route, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one proxied request (stage 1, routing, already chose `route`)."""
@@ -74,6 +78,7 @@ class ProxyPipeline:
             call = validate_request(
                 allowed, route.provider, method, query, body, by_model=route.by_model, proxy_route=self._proxy_route,
                 allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
+                aliases=self._aliases, translate=self._translate_on_provider_routes or not route.provider_route,
             )
             call.identity = identity.id
             if self._policy is not None:  # token count, prompt filter, caps (gateway/policy.py)
@@ -88,7 +93,7 @@ class ProxyPipeline:
             async with self._admission.admit(call, identity), link.while_present(), \
                     self._relay.open(call, headers, link) as reply:
                 if reply.response is None:
-                    await deliver_read(reply, link)
+                    await deliver_read(reply, link, call)
                 elif call.stream:
                     await deliver_stream(reply, call, provider, link)
                 else:

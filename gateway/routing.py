@@ -21,6 +21,7 @@ class Route:
     path: str  # normalised, lower-case, without /v1: "chat/completions", "models/gpt-4o"
     original_path: str  # the same, in the client's case (model ids in paths keep their case)
     by_model: bool  # the root /v1 route: provider chosen by the body's model
+    provider_route: bool = False  # /proxy/<provider>/v1: translates only with TRANSLATE_ON_PROVIDER_ROUTES
 
 
 def normalise_path(raw: str) -> tuple[str, ...]:
@@ -57,7 +58,7 @@ def resolve_route(raw_path: str, proxy_route: str) -> Route | None:
 
     if lower[:n] == prefix_lower and len(lower) > n and lower[n] in (OPENAI, ANTHROPIC):
         provider = lower[n]
-        return _route(provider, provider, segments[n + 1 :], by_model=False)
+        return _route(provider, provider, segments[n + 1 :], by_model=False, provider_route=True)
     if lower[:1] == ("openai",):
         return _route(OPENAI, OPENAI, segments[1:], by_model=False)
     if lower[:1] == ("v1",):
@@ -75,9 +76,11 @@ def _leading_v1s(lower: tuple[str, ...]) -> int:
     return n
 
 
-def _route(provider: str, dialect: str, segments: tuple[str, ...], *, by_model: bool) -> Route:
+def _route(
+    provider: str, dialect: str, segments: tuple[str, ...], *, by_model: bool, provider_route: bool = False
+) -> Route:
     # A missing /v1 is added upstream and a present one is not doubled; a doubled one (a client that appends
     # /v1/messages to a base URL already ending in /v1, as litellm does) is folded into one.
     segments = segments[_leading_v1s(tuple(s.lower() for s in segments)) :]
     original = "/".join(segments)
-    return Route(provider, dialect, original.lower(), original, by_model)
+    return Route(provider, dialect, original.lower(), original, by_model, provider_route)

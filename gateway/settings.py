@@ -323,6 +323,14 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = _setting(
         "CORS_ALLOWED_ORIGINS", ("*",), "Web origins whose pages may call the API from a browser, comma-separated "
         "(`*`: any; credentials are bearer tokens, not cookies)",
+    # --- translate: OpenAI format <-> Anthropic format ---
+    model_aliases: tuple[str, ...] = _setting(
+        "MODEL_ALIASES", (), "Model names clients send, and the models they stand for, before routing: "
+        "`gpt-4o=claude-sonnet-4-5,fast=gpt-4o-mini`"
+    )
+    translate_on_provider_routes: bool = _setting(
+        "TRANSLATE_ON_PROVIDER_ROUTES", False, "Translate on `/proxy/openai/v1` and `/proxy/anthropic/v1` too "
+        "(otherwise a model of the other provider there is a 400, as on the OAI Reverse Proxy)"
     )
 
     @property
@@ -454,6 +462,7 @@ class Settings:
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             problems.append(f"PUBLIC_URL={self.public_url!r} must start with http:// or https://")
         problems.extend(policy_problems(self))
+        problems.extend(_alias_problems(self.model_aliases))
         if self.page_body:
             try:
                 decode_page_body(self.page_body)
@@ -476,6 +485,12 @@ class Settings:
             )
         return problems
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """MODEL_ALIASES as a mapping: the name a client sends -> the model it stands for."""
+        pairs = (entry.partition("=") for entry in self.model_aliases)
+        return {name.strip(): model.strip() for name, _, model in pairs}
+
     def public_view(self) -> dict[str, Any]:
         """The settings a visitor may see: secrets are never included, whatever is asked for.
 
@@ -496,6 +511,13 @@ def refresh_cron(period: str) -> str | None:
     from croniter import croniter
 
     return line if croniter.is_valid(line) else None
+
+
+def _alias_problems(entries: tuple[str, ...]) -> list[str]:
+    return [
+        f"MODEL_ALIASES entry {entry!r} must look like gpt-4o=claude-sonnet-4-5" for entry in entries
+        if not all(part.strip() for part in entry.partition("=")[::2]) or "=" not in entry
+    ]
 
 
 def port_problem(given: str) -> str:

@@ -9,6 +9,7 @@ field is read by a real multipart parser.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from accounts.reservation import Reservation
     from keypool import KeyLease
+from gateway.translate import Translation, model_alias, translation_for
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -56,6 +58,8 @@ class UpstreamCall:
     # The JSON body as parsed once (None for uploads and bodiless calls): what the request policy reads.
     payload: dict[str, Any] | None = None
     prompt_tokens: int = 0  # counted by the request policy (gateway/policy.py), for caps and reservations
+    # A call of the other provider's format: rewritten for upstream here, its reply rewritten back in delivery.
+    translation: Translation | None = None
 
 
 def validate_request(
@@ -69,17 +73,26 @@ def validate_request(
     proxy_route: str,
     allowed_families: frozenset[str] = frozenset(),
     content_type: bytes = b"",
+    aliases: Mapping[str, str] | None = None,
+    translate: bool = False,
 ) -> UpstreamCall:
     """The call to make upstream, or a GatewayError: 400 for a body or model that cannot be served here,
     403 for a model of a family this proxy does not serve.
 
     While families are restricted, a JSON body is re-encoded from what was checked, so upstream
     cannot read a model poolgate did not (a duplicated `"model"` key, for one).
+
+    `aliases` (MODEL_ALIASES) rename the body's model first; where `translate` is allowed, a chat
+    completion for Claude or a message for an OpenAI model is rewritten for the other provider
+    (`gateway.translate`), and everything from here on sees a call of the upstream's family.
     """
     model: str | None = None
     max_output: int | None = None
     payload: dict[str, Any] | None = None
     stream = drop_usage_chunk = False
+    translation: Translation | None = None
+    path = allowed.upstream_path
+    endpoint = allowed.endpoint
     if allowed.json_body and method == "POST":
         payload = _parse_json_object(body)
         model = _model_field(payload)
@@ -87,7 +100,15 @@ def validate_request(
         check_request_fields(payload, provider, allowed.endpoint, model)
         stream = payload.get("stream") is True
         changed = bool(allowed_families)
-        if stream and provider == OPENAI and allowed.endpoint in _USAGE_STREAMING_ENDPOINTS:
+        if model is not None and aliases and model_alias(aliases, model) != model:
+            model = payload["model"] = model_alias(aliases, model)
+            changed = True
+        translation = translation_for(endpoint, provider, model) if model is not None and translate else None
+        if translation is not None and model is not None:
+            payload = translation.request(payload, model)
+            provider, path, endpoint, query, changed = translation.provider, translation.path, \
+                translation.endpoint, "", True
+        if stream and provider == OPENAI and endpoint in _USAGE_STREAMING_ENDPOINTS:
             options = payload.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage") is True):
                 payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
@@ -112,17 +133,18 @@ def validate_request(
     return UpstreamCall(
         provider=provider,
         method=method,
-        path=allowed.upstream_path,
+        path=path,
         query=query,
         body=body,
         model=model,
         family=family,
         stream=stream,
         drop_usage_chunk=drop_usage_chunk,
-        endpoint=allowed.endpoint,
+        endpoint=endpoint,
         listed_families=allowed_families if allowed.endpoint == "models" else frozenset(),
         max_output=max_output,
         payload=payload,
+        translation=translation,
     )
 
 
@@ -155,18 +177,21 @@ def _model_text(raw: str) -> str:
 
 
 def _check_provider(model: str, provider: str, *, by_model: bool, proxy_route: str) -> None:
-    """A model of the other provider cannot be sent on this route (until translation exists)."""
+    """A model of the other provider that was not translated: a provider route without
+    TRANSLATE_ON_PROVIDER_ROUTES, or an endpoint other than chat completions and messages."""
     if provider == OPENAI and is_anthropic_model(model):
         raise GatewayError(
             "invalid_request",
             f"The model {model!r} is an Anthropic model: send it in Anthropic format to "
-            f"{proxy_route}/anthropic/v1/messages (OpenAI-format calls to Claude are not translated yet).",
+            f"{proxy_route}/anthropic/v1/messages, or as an OpenAI-format chat completion to "
+            "/v1/chat/completions, where it is translated.",
         )
     if provider == ANTHROPIC and family_of(OPENAI, model) != DEFAULT_FAMILY[OPENAI]:
         raise GatewayError(
             "invalid_request",
             f"The model {model!r} is an OpenAI model: send it in OpenAI format to /v1/chat/completions "
-            f"or {proxy_route}/openai/v1/chat/completions (Anthropic-format calls to it are not translated).",
+            f"or {proxy_route}/openai/v1/chat/completions, or as an Anthropic-format message to /v1/messages, "
+            "where it is translated.",
         )
 
 

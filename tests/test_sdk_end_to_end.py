@@ -85,13 +85,12 @@ def test_openai_alias_and_root_routes_and_a_missing_v1(gateway, upstream):
         assert upstream.requests[-1]["path"] == "/v1/chat/completions"
 
 
-def test_claude_model_on_the_root_route_gets_a_clear_400_naming_the_anthropic_route(gateway, upstream):
-    with pytest.raises(openai.BadRequestError) as caught:
-        openai_client(gateway, "/v1").chat.completions.create(
-            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert "/proxy/anthropic/v1/messages" in caught.value.message
-    assert upstream.requests == []
+def test_claude_model_on_the_root_route_is_translated_to_anthropic(gateway, upstream):
+    reply = openai_client(gateway, "/v1").chat.completions.create(
+        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+    assert upstream.requests[-1]["path"] == "/v1/messages"  # tests/test_translate_*.py cover the rest
 
 
 def test_anthropic_message_is_served_and_counted(gateway, upstream):
