@@ -1,24 +1,45 @@
-"""`poolgate`: run the gateway, the fake upstream, or print the configuration reference."""
+"""`poolgate`: run the gateway, a demo of it, the fake upstream, or print the configuration reference."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import socket
 import sys
+from typing import Any
 
+from gateway import __version__
 from gateway.settings import ConfigError, Settings, port_problem, settings_table
+
+# The demo's pool, served by the fake upstream in the same process. The fake upstream reads a key's
+# behaviour from its text (fake_upstream/behaviour.py): `rpm1` answers one request a minute, then 429
+# with Retry-After, so the pool rests it; `revoked` answers 401, so the start-up check retires it.
+DEMO_OPENAI_KEYS = ("sk-demo-good-1", "sk-demo-good-2", "sk-demo-rpm1-limited", "sk-demo-revoked")
+DEMO_ANTHROPIC_KEYS = ("sk-ant-demo-good-1", "sk-ant-demo-good-2")
+NO_KEYS_HINT = (
+    "poolgate: warning: no keys configured: set OPENAI_KEY and/or ANTHROPIC_KEY (or add keys with the admin API), "
+    "or try `poolgate demo` for a pool of fake keys"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="poolgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"poolgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", help="address to bind (default: BIND_ADDRESS, 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 7860)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs REDIS_URL)")
+    serve.add_argument("--demo", action="store_true", help="same as `poolgate demo`")
+
+    demo = commands.add_parser(
+        "demo", help="try poolgate without keys: one process, the embedded store, a fake upstream with demo keys"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    demo.add_argument("--port", type=int, help="port (default: PORT, 7860)")
 
     worker = commands.add_parser("worker", help="run key checks: rq worker + rq cron scheduler (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="check what is due and what is queued, then exit")
@@ -41,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "config":
         print(render_config_reference(args.format))
         return
+    if args.command == "demo" or args.demo:
+        sys.exit(serve_demo(args.host or "127.0.0.1", args.port))
     sys.exit(serve_gateway(args.host, args.port, args.workers))
 
 
@@ -75,13 +98,68 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
-def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
-    if port is not None and not 1 <= port <= 65535:
-        print(f"poolgate: configuration: {port_problem(f'--port {port}')}", file=sys.stderr)
-        return 2
+def serve_demo(host: str, port: int | None) -> int:
+    """The gateway in front of the fake upstream, in one process, with a pool of demo keys.
+
+    Keys, base URLs and REDIS_URL from the environment are set aside: the demo never spends a real key
+    and never writes into a real store. Everything else (GATEKEEPER, PROXY_KEY, PORT...) still applies.
+    """
     settings = _load_settings()
     if settings is None:
         return 2
+    from fake_upstream import run_mock_upstream_in_thread
+
+    upstream = run_mock_upstream_in_thread(host="127.0.0.1", port=0)
+    demo = dataclasses.replace(
+        settings, openai_keys=DEMO_OPENAI_KEYS, anthropic_keys=DEMO_ANTHROPIC_KEYS,
+        openai_base_url=upstream.url, anthropic_base_url=upstream.url, redis_url="",
+    )
+    with upstream:
+        return serve_gateway(host, port, 1, settings=demo, on_listening=_demo_banner)
+
+
+def _demo_banner(settings: Settings, host: str, port: int) -> None:
+    """What to paste: base URLs, a curl line and the two SDKs, with the credential the gateway wants."""
+    shown_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+    base = f"http://{shown_host}:{port}"
+    credential = settings.proxy_key if settings.gatekeeper == "proxy_key" else "demo"
+    hello = '[{"role": "user", "content": "Hello"}]'
+    print(
+        f"""poolgate demo: a fake OpenAI and Anthropic API, demo keys (one revoked, one limited to a request a minute)
+
+  status page      {base}/
+  OpenAI base URL  {base}/proxy/openai/v1
+  Anthropic base   {base}/proxy/anthropic
+
+  curl {base}/proxy/openai/v1/chat/completions -H 'Authorization: Bearer {credential}' \\
+       -H 'Content-Type: application/json' -d '{{"model": "gpt-4o-mini", "messages": {hello}}}'
+
+  from openai import OpenAI
+  from anthropic import Anthropic
+  gpt = OpenAI(base_url="{base}/proxy/openai/v1", api_key="{credential}")
+  print(gpt.chat.completions.create(model="gpt-4o-mini", messages={hello}))
+  claude = Anthropic(base_url="{base}/proxy/anthropic", api_key="{credential}")
+  print(claude.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages={hello}))
+
+Ctrl-C stops it. With real keys: OPENAI_KEY=sk-... ANTHROPIC_KEY=sk-ant-... poolgate serve""",
+        flush=True,
+    )
+
+
+def serve_gateway(
+    host: str | None, port: int | None, workers: int, *, settings: Settings | None = None,
+    on_listening: Any = None,
+) -> int:
+    """Run the gateway until it is stopped. `settings` (the demo's) replaces those of the environment;
+    `on_listening(settings, host, port)` is called once the port is bound."""
+    if port is not None and not 1 <= port <= 65535:
+        print(f"poolgate: configuration: {port_problem(f'--port {port}')}", file=sys.stderr)
+        return 2
+    settings = settings or _load_settings()
+    if settings is None:
+        return 2
+    if not settings.openai_keys and not settings.anthropic_keys:
+        print(NO_KEYS_HINT, file=sys.stderr)
     if workers > 1 and settings.store_is_embedded:
         print(
             f"poolgate: --workers {workers} needs REDIS_URL: the embedded store lives inside one process, "
@@ -103,6 +181,8 @@ def serve_gateway(host: str | None, port: int | None, workers: int) -> int:
     except OSError as error:
         print(f"poolgate: cannot listen on {host}:{port}: {_bind_failure(error)}", file=sys.stderr)
         return 1
+    if on_listening is not None:
+        on_listening(settings, host, port)
     options = {
         "host": host,
         "port": port,
