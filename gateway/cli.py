@@ -158,8 +158,6 @@ def serve_gateway(
     settings = settings or _load_settings()
     if settings is None:
         return 2
-    if not settings.openai_keys and not settings.anthropic_keys:
-        print(NO_KEYS_HINT, file=sys.stderr)
     if workers > 1 and settings.store_is_embedded:
         print(
             f"poolgate: --workers {workers} needs REDIS_URL: the embedded store lives inside one process, "
@@ -169,6 +167,8 @@ def serve_gateway(
         return 2
     if not _store_answers(settings):
         return 2
+    if not settings.openai_keys and not settings.anthropic_keys:
+        print(NO_KEYS_HINT, file=sys.stderr)
     _configure_logging(settings)
     import uvicorn
 
