@@ -24,7 +24,8 @@ NO_KEYS_HINT = (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of `poolgate` (the deploy recipes' commands are checked against it)."""
     parser = argparse.ArgumentParser(prog="poolgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"poolgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
 
     config = commands.add_parser("config", help="print the configuration reference")
     config.add_argument("--format", choices=("markdown", "env"), default="markdown")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "mock-upstream":
         from fake_upstream import main as mock_main
