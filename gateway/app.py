@@ -28,6 +28,7 @@ from gateway.errors import OPENAI, GatewayError
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
 from gateway.key_registration import KeyRegistration
+from gateway.metrics import MetricsStore, RequestObserver, Tally
 from gateway.pipeline import ProxyPipeline
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
@@ -39,6 +40,7 @@ from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
+from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
 
 log = logging.getLogger("poolgate")
@@ -56,11 +58,14 @@ class PoolgateApp:
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
         self._pipeline: ProxyPipeline | None = None
+        self._observer = RequestObserver(Tally())  # counts and times each proxied request (gateway/metrics.py)
+        self.metrics: MetricsStore | None = None
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
             openapi_config=ADMIN_OPENAPI_CONFIG,
-            route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None,
+            route_handlers=[health, *status_routes, metrics_route], lifespan=[self._lifespan], debug=False,
+            logging_config=None,
             # A wrong path is told the base URLs to use; a store that does not answer is a 503, never a bare 500.
             exception_handlers={NotFoundException: not_found_here, RedisError: _store_unavailable},
         )
@@ -81,7 +86,7 @@ class PoolgateApp:
                 return
             if route is not None:
                 assert self._pipeline is not None, "the pipeline is built at start-up"
-                await self._pipeline.handle(route, scope, receive, send)
+                await self._observer.serve(self._pipeline, route, scope, receive, send)
                 return
         await self.litestar(scope, receive, send)  # type: ignore[arg-type]
 
@@ -126,6 +131,8 @@ class PoolgateApp:
             ticket_ttl_sec=s.queue_ticket_ttl_sec,
         )
         await self.queues.start()
+        self.metrics = MetricsStore(self.store, s.redis_prefix, self._observer.tally)
+        self.metrics.start()
         relay = Relay(
             self.dispatch,
             self.queues,
@@ -159,6 +166,8 @@ class PoolgateApp:
         return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.key_registration is not None:
             await self.key_registration.stop()
         await self.key_checks.stop()

@@ -28,6 +28,7 @@ from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import GatewayError, refusal_error
 from gateway.gatekeeper import Gatekeeper
+from gateway.metrics import note_call
 from gateway.relay import Relay
 from gateway.routing import Route
 from gateway.validation import validate_request
@@ -71,6 +72,7 @@ class ProxyPipeline:
                 allowed_families=self._allowed_families, content_type=headers.get(b"content-type", b""),
             )
             call.identity = identity.id
+            note_call(call.family, call.endpoint)  # for /metrics and the failed-request log line
             if call.endpoint == "responses":
                 link.speak_responses_api(call.model)
             await admit(call, identity)
