@@ -28,6 +28,7 @@ from gateway.errors import OPENAI, GatewayError
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
 from gateway.key_registration import KeyRegistration
+from gateway.logging_setup import configure_logging
 from gateway.metrics import MetricsStore, RequestObserver, Tally
 from gateway.pipeline import ProxyPipeline
 from gateway.providers import AnthropicProvider, OpenAIProvider
@@ -203,4 +204,10 @@ def _store_unavailable(request: Request[Any, Any, Any], error: RedisError) -> Re
 
 
 def create_app(settings: Settings | None = None) -> PoolgateApp:
-    return PoolgateApp(settings or Settings.from_env())
+    """The app; without settings (uvicorn's factory, in each worker process of `--workers N`), from the environment,
+    with logging set up as the command line sets it up in a single process."""
+    if settings is None:
+        settings = Settings.from_env()
+        if not logging.getLogger().handlers:
+            configure_logging(settings)
+    return PoolgateApp(settings)

@@ -11,7 +11,10 @@ import sys
 from typing import Any
 
 from gateway import __version__
+from gateway.logging_setup import configure_logging
 from gateway.settings import ConfigError, Settings, port_problem, settings_table
+
+log = logging.getLogger("poolgate")
 
 # The demo's pool, served by the fake upstream in the same process. The fake upstream reads a key's
 # behaviour from its text (fake_upstream/behaviour.py): `rpm1` answers one request a minute, then 429
@@ -19,7 +22,7 @@ from gateway.settings import ConfigError, Settings, port_problem, settings_table
 DEMO_OPENAI_KEYS = ("sk-demo-good-1", "sk-demo-good-2", "sk-demo-rpm1-limited", "sk-demo-revoked")
 DEMO_ANTHROPIC_KEYS = ("sk-ant-demo-good-1", "sk-ant-demo-good-2")
 NO_KEYS_HINT = (
-    "poolgate: warning: no keys configured: set OPENAI_KEY and/or ANTHROPIC_KEY (or add keys with the admin API), "
+    "no keys configured: set OPENAI_KEY and/or ANTHROPIC_KEY (or add keys with the admin API), "
     "or try `poolgate demo` for a pool of fake keys"
 )
 
@@ -84,9 +87,23 @@ def _load_settings() -> Settings | None:
         for problem in err.problems:
             print(f"poolgate: configuration: {problem}", file=sys.stderr)
         return None
-    for notice in notices:
-        print(f"poolgate: warning: {notice}", file=sys.stderr)
+    configure_logging(settings)  # from here on every line is in LOG_FORMAT
+    for notice in [*notices, *start_up_warnings(settings)]:
+        log.warning(notice)
     return settings
+
+
+def start_up_warnings(settings: Settings) -> list[str]:
+    """What is allowed but probably a mistake, one line each."""
+    warnings = []
+    platform = settings.space_id or settings.render or settings.railway_environment
+    if settings.forwarded_allow_ips.strip() == "*" and not platform:
+        warnings.append(
+            "FORWARDED_ALLOW_IPS=* believes X-Forwarded-For from anyone, and this is not a HuggingFace Space, Render "
+            "or Railway, whose proxy is the only way in: anyone reaching this port directly can pose as any address "
+            "(dodging per-person limits). Name your proxy's addresses instead."
+        )
+    return warnings
 
 
 def _store_answers(settings: Settings) -> bool:
@@ -95,12 +112,6 @@ def _store_answers(settings: Settings) -> bool:
     if unreachable:
         print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
     return unreachable is None
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def serve_demo(host: str, port: int | None) -> int:
@@ -173,8 +184,8 @@ def serve_gateway(
     if not _store_answers(settings):
         return 2
     if not settings.openai_keys and not settings.anthropic_keys:
-        print(NO_KEYS_HINT, file=sys.stderr)
-    _configure_logging(settings)
+        log.warning(NO_KEYS_HINT)
+    configure_logging(settings)
     import uvicorn
 
     from gateway.app import create_app
@@ -195,6 +206,7 @@ def serve_gateway(
         "http": guarded_protocol(settings) if workers == 1 else "gateway.client_guard:GuardedHttpToolsProtocol",
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "access_log": False,  # query strings may carry a client's key (`?key=`); poolgate logs what matters
+        "log_config": None,  # uvicorn's lines go through poolgate's handler (LOG_FORMAT), set up above
         "log_level": settings.log_level.lower(),
         "proxy_headers": True,
         "forwarded_allow_ips": settings.trusted_forwarders,
@@ -237,7 +249,7 @@ def start_worker(burst: bool) -> int:
     settings = _load_settings()
     if settings is None or not _store_answers(settings):
         return 2
-    _configure_logging(settings)
+    configure_logging(settings)
     from gateway.worker import run_worker
 
     return run_worker(settings, burst=burst)

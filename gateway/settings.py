@@ -144,7 +144,7 @@ class Settings:
     forwarded_allow_ips: str = _setting(
         "FORWARDED_ALLOW_IPS", "",
         "Proxies whose `X-Forwarded-For` names the client, comma-separated addresses or networks (`*`: any); "
-        "unset: loopback only, or any on a HuggingFace Space or Render, whose proxy is the only way in",
+        "unset: loopback only, or any on a HuggingFace Space, Render or Railway, whose proxy is the only way in",
     )
     client_header_timeout_sec: float = _setting(
         "CLIENT_HEADER_TIMEOUT_SEC", 10.0,
@@ -181,6 +181,15 @@ class Settings:
     )
     render_git_commit: str = _setting("RENDER_GIT_COMMIT", "", "Set by Render; the build when `BUILD_COMMIT` is unset")
     log_level: str = _setting("LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`")
+    # --- operations: logs, shutdown, platforms ---
+    log_format: str = _setting("LOG_FORMAT", "text", "`text`, or `json`: one JSON object per log line")
+    shutdown_grace_sec: float = _setting(
+        "SHUTDOWN_GRACE_SEC", 25.0,
+        "On SIGTERM, how long answers in flight may take to finish before the process exits (a second signal: at once)",
+    )
+    railway_environment: str = _setting(
+        "RAILWAY_ENVIRONMENT", "", "Set by Railway; tells poolgate it runs behind their proxy"
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -192,12 +201,12 @@ class Settings:
 
         Anyone who reaches poolgate directly could name any address in that header and so dodge
         per-person limits or put an admin lockout on someone else; only a proxy in front may name
-        the client. HuggingFace Spaces and Render are reached only through their own proxy, whose
+        the client. HuggingFace Spaces, Render and Railway are reached only through their own proxy, whose
         addresses they do not publish, so there every forwarder is believed.
         """
         if self.forwarded_allow_ips:
             return self.forwarded_allow_ips
-        if self.space_id or self.render:
+        if self.space_id or self.render or self.railway_environment:
             return "*"
         return "127.0.0.1,::1"
 
@@ -268,6 +277,10 @@ class Settings:
             )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
+        if self.log_format not in ("text", "json"):
+            problems.append(f"LOG_FORMAT={self.log_format!r} is not one of text, json")
+        if self.shutdown_grace_sec < 0:
+            problems.append("SHUTDOWN_GRACE_SEC must be 0 or more")
         if not 1 <= self.port <= 65535:
             problems.append(port_problem(f"PORT={self.port}"))
         for name in ("MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
