@@ -167,6 +167,8 @@ class PoolgateApp:
         return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
+        # Requests cancelled at the end of the shut-down grace are still giving back their leases and tickets.
+        await self._observer.wait_for_requests(timeout_sec=10)
         if self.metrics is not None:
             await self.metrics.stop()
         if self.key_registration is not None:

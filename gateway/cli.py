@@ -190,6 +190,7 @@ def serve_gateway(
 
     from gateway.app import create_app
     from gateway.client_guard import guarded_protocol
+    from gateway.shutdown import GracefulServer
 
     host, port = host or settings.bind_address, port or settings.port
     try:  # bound here, before the app starts, so a taken port is one line and exit 1, not a hung process
@@ -211,12 +212,13 @@ def serve_gateway(
         "proxy_headers": True,
         "forwarded_allow_ips": settings.trusted_forwarders,
         "timeout_keep_alive": 75,
+        "timeout_graceful_shutdown": settings.shutdown_grace_sec,  # gateway/shutdown.py
     }
     if workers > 1:
         listener.close()  # uvicorn's supervisor binds again (the check above still caught a taken port)
         uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
         return 0
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))  # type: ignore[arg-type]
+    server = GracefulServer(uvicorn.Config(create_app(settings), **options))  # type: ignore[arg-type]
     with listener:
         server.run(sockets=[listener])
     return 0 if server.started else 1

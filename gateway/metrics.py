@@ -136,12 +136,27 @@ class RequestObserver:
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
+        self._running: set[asyncio.Task[Any]] = set()  # so shut-down can let cancelled requests give back
+
+    async def wait_for_requests(self, timeout_sec: float) -> None:
+        """Until every proxied request has ended, cleanup included, or `timeout_sec`.
+
+        uvicorn cancels what outlives the grace and moves straight on to the app's shut-down;
+        a cancelled request is then still settling its lease and ticket with the store, which
+        must stay open until it has.
+        """
+        running = [task for task in self._running if task is not asyncio.current_task()]
+        if running:
+            await asyncio.wait(running, timeout=timeout_sec)
 
     async def serve(self, pipeline: Any, route: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """`pipeline.handle(route, ...)`, observed. The route label is the kind of base URL the client used."""
         label = "v1" if route.by_model else route.provider
         record = RequestRecord(self.tally, label, time.perf_counter())
         token = _current.set(record)
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
 
         async def send_observed(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -155,6 +170,7 @@ class RequestObserver:
             await pipeline.handle(route, scope, receive, send_observed)
         finally:
             _current.reset(token)
+            self._running.discard(task)
             self.finish(record)
 
     def finish(self, record: RequestRecord) -> None:
