@@ -23,6 +23,7 @@ from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
 from gateway.client_link import ClientLink
+from gateway.cluster import slot_owner_url
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
 from gateway.gatekeeper import Gatekeeper
@@ -102,14 +103,15 @@ class PoolgateApp:
     async def start(self) -> None:
         s = self.settings
         self.started_at = time.time()
-        self.store = open_store(s.redis_url)
+        store_url = await slot_owner_url(s.redis_url, s.redis_prefix) if s.redis_cluster else s.redis_url
+        self.store = open_store(store_url)
         self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix))
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
         await self.key_registration.register()
         self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency,
-                                   scripts=open_script_runner(s.redis_url, self.store))
+                                   scripts=open_script_runner(store_url, self.store))
         self.dispatch.keeper.start()
         # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
         self.key_checks = build_key_checks(s, self.store)

@@ -108,7 +108,7 @@ def start_up_warnings(settings: Settings) -> list[str]:
 
 def _store_answers(settings: Settings) -> bool:
     """False, after saying why in one line, when REDIS_URL is set and cannot be used."""
-    unreachable = None if settings.store_is_embedded else store_problem(settings.redis_url)
+    unreachable = None if settings.store_is_embedded else store_problem(settings.redis_url, settings.redis_cluster)
     if unreachable:
         print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
     return unreachable is None
@@ -251,20 +251,33 @@ def start_worker(burst: bool) -> int:
     settings = _load_settings()
     if settings is None or not _store_answers(settings):
         return 2
+    if settings.redis_cluster:
+        print("poolgate: `poolgate worker` cannot run on a Redis Cluster (rq's keys cannot share poolgate's hash "
+              "slot); with REDIS_CLUSTER=true each `poolgate serve` checks keys itself.", file=sys.stderr)
+        return 2
     configure_logging(settings)
     from gateway.worker import run_worker
 
     return run_worker(settings, burst=burst)
 
 
-def store_problem(redis_url: str) -> str | None:
-    """Why the store cannot be reached, in one line without its password; None when it answers."""
+def store_problem(redis_url: str, cluster: bool = False) -> str | None:
+    """Why the store cannot be used, in one line without its password; None when it answers."""
     import redis
 
     try:
-        redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+        client.ping()
+        try:
+            is_cluster = client.info("cluster").get("cluster_enabled") == 1
+        except redis.ResponseError:  # a managed Redis that refuses INFO: take REDIS_CLUSTER's word for it
+            is_cluster = cluster
     except redis.RedisError as exc:
         return f"{type(exc).__name__}: {str(exc).replace(redis_url, '<REDIS_URL>')}"
+    if is_cluster and not cluster:
+        return "it is a Redis Cluster node: set REDIS_CLUSTER=true, so poolgate's keys share one slot"
+    if cluster and not is_cluster:
+        return "REDIS_CLUSTER=true, but this Redis is not a cluster node"
     return None
 
 

@@ -190,6 +190,11 @@ class Settings:
     railway_environment: str = _setting(
         "RAILWAY_ENVIRONMENT", "", "Set by Railway; tells poolgate it runs behind their proxy"
     )
+    redis_cluster: bool = _setting(
+        "REDIS_CLUSTER", False,
+        "`REDIS_URL` is a Redis Cluster node (or a managed \"cluster mode\" endpoint); `REDIS_PREFIX` then gets a "
+        "hash tag (`{poolgate}:`) so every key lives in one slot",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -237,6 +242,8 @@ class Settings:
                 values[f.name] = _parse(raw.strip(), f.default)
             except ValueError:
                 problems.append(f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}")
+        if values.get("redis_cluster") and "{" not in values.get("redis_prefix", "poolgate:"):
+            values["redis_prefix"] = _hash_tagged(values.get("redis_prefix", "poolgate:"))
         for name in ("openai_base_url", "anthropic_base_url"):
             if name in values:
                 values[name] = _upstream_base(values[name], name.upper(), notices if notices is not None else [])
@@ -265,6 +272,8 @@ class Settings:
             )
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.redis_cluster and not self.redis_url:
+            problems.append("REDIS_CLUSTER=true needs REDIS_URL (a node of the cluster)")
         for entry in self.extra_allowed_endpoints:
             provider, _, path = entry.partition(":")
             if provider not in ("openai", "anthropic") or not path.strip("/"):
@@ -336,6 +345,14 @@ def _known_families() -> tuple[str, ...]:
 
 def port_problem(given: str) -> str:
     return f"{given} is not a port: it must be 1 to 65535"
+
+
+def _hash_tagged(prefix: str) -> str:
+    """`poolgate:` -> `{poolgate}:`: on a Redis Cluster every key then hashes to one slot, so each Lua script,
+    which reaches keys it picks itself (the key it leases), runs on the one node holding them all.
+    Only with REDIS_CLUSTER, so a single Redis's existing keys keep their names."""
+    name = prefix.rstrip(":")
+    return "{" + (name or "poolgate") + "}:"
 
 
 def _upstream_base(url: str, env: str, notices: list[str]) -> str:
