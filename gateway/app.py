@@ -27,16 +27,19 @@ from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
 from gateway.admin_bans import BansController
+from gateway.admin_policy import AdminPolicyController
 from gateway.admin_users import UsersController
 from gateway.admission import AdmissionStage
-from gateway.admin_policy import AdminPolicyController
 from gateway.client_link import ClientLink
+from gateway.cluster import slot_owner_url
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
 from gateway.front_door import FrontDoor
 from gateway.gatekeeper import Gatekeeper
 from gateway.key_checks import KeyChecks, KeyChecksOff, build_key_checks
 from gateway.key_registration import KeyRegistration
+from gateway.logging_setup import configure_logging
+from gateway.metrics import MetricsStore, RequestObserver, Tally
 from gateway.pipeline import ProxyPipeline
 from gateway.policy_wiring import build_front_door, build_request_policy
 from gateway.providers import AnthropicProvider, OpenAIProvider
@@ -49,6 +52,7 @@ from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
+from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
 
 log = logging.getLogger("poolgate")
@@ -68,11 +72,14 @@ class PoolgateApp:
         self.quota_refresh: InProcessQuotaRefresh | None = None
         self._pipeline: ProxyPipeline | None = None
         self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
+        self._observer = RequestObserver(Tally())  # counts and times each proxied request (gateway/metrics.py)
+        self.metrics: MetricsStore | None = None
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
             openapi_config=ADMIN_OPENAPI_CONFIG,
-            route_handlers=[health, *status_routes], lifespan=[self._lifespan], debug=False, logging_config=None,
+            route_handlers=[health, *status_routes, metrics_route], lifespan=[self._lifespan], debug=False,
+            logging_config=None,
             # A wrong path is told the base URLs to use; a store that does not answer is a 503, never a bare 500.
             exception_handlers={NotFoundException: not_found_here, RedisError: _store_unavailable},
         )
@@ -100,7 +107,7 @@ class PoolgateApp:
                     return  # refused (blocked address or origin) or a CORS preflight, answered
             if route is not None:
                 assert self._pipeline is not None, "the pipeline is built at start-up"
-                await self._pipeline.handle(route, scope, receive, send)
+                await self._observer.serve(self._pipeline, route, scope, receive, send)
                 return
         await self.litestar(scope, receive, send)  # type: ignore[arg-type]
 
@@ -115,14 +122,15 @@ class PoolgateApp:
     async def start(self) -> None:
         s = self.settings
         self.started_at = time.time()
-        self.store = open_store(s.redis_url)
+        store_url = await slot_owner_url(s.redis_url, s.redis_prefix) if s.redis_cluster else s.redis_url
+        self.store = open_store(store_url)
         self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix))
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
         await self.key_registration.register()
         self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency,
-                                   scripts=open_script_runner(s.redis_url, self.store))
+                                   scripts=open_script_runner(store_url, self.store))
         self.dispatch.keeper.start()
         # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
         self.key_checks = build_key_checks(s, self.store)
@@ -151,6 +159,8 @@ class PoolgateApp:
             ticket_ttl_sec=s.queue_ticket_ttl_sec,
         )
         await self.queues.start()
+        self.metrics = MetricsStore(self.store, s.redis_prefix, self._observer.tally)
+        self.metrics.start()
         relay = Relay(
             self.dispatch,
             self.queues,
@@ -199,6 +209,10 @@ class PoolgateApp:
     async def stop(self) -> None:
         if self.front_door is not None:
             await self.front_door.blocks.stop()
+        # Requests cancelled at the end of the shut-down grace are still giving back their leases and tickets.
+        await self._observer.wait_for_requests(timeout_sec=10)
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.key_registration is not None:
             await self.key_registration.stop()
         await self.key_checks.stop()
@@ -251,4 +265,10 @@ def limiter_policy(s: Settings) -> LimiterPolicy:
 
 
 def create_app(settings: Settings | None = None) -> PoolgateApp:
-    return PoolgateApp(settings or Settings.from_env())
+    """The app; without settings (uvicorn's factory, in each worker process of `--workers N`), from the environment,
+    with logging set up as the command line sets it up in a single process."""
+    if settings is None:
+        settings = Settings.from_env()
+        if not logging.getLogger().handlers:
+            configure_logging(settings)
+    return PoolgateApp(settings)

@@ -28,6 +28,7 @@ from gateway.delivery import deliver_read, deliver_stream, deliver_whole
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import GatewayError, refusal_error
 from gateway.gatekeeper import Gatekeeper
+from gateway.metrics import note_call
 from gateway.policy import RequestPolicy
 from gateway.relay import Relay
 from gateway.routing import Route
@@ -83,6 +84,7 @@ class ProxyPipeline:
             call.identity = identity.id
             if self._policy is not None:  # token count, prompt filter, caps (gateway/policy.py)
                 await self._policy.check(call)
+            note_call(call.family, call.endpoint)  # for /metrics and the failed-request log line
             if call.endpoint == "responses":
                 link.speak_responses_api(call.model)
             provider = self._relay.provider(call.provider)

@@ -25,6 +25,7 @@ import httpx
 from dispatch import Dispatcher
 from gateway.client_link import ClientLink
 from gateway.errors import GatewayError
+from gateway.metrics import note_upstream
 from gateway.providers import KeyVerdict, Provider, scrub_secret, scrubber_for
 from gateway.settlement import LeaseHold, RelayedEvents
 from gateway.upstream_client import UpstreamClient, read_body
@@ -117,12 +118,14 @@ class Relay:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
                 try:
                     response = await client.send(call.method, url, headers, call.body)
+                    note_upstream(call.provider, lease.key_id, response.status_code)  # /metrics, failure log
                 except asyncio.CancelledError:
                     if link.gone:  # upstream has the prompt: what the client asked for is counted
                         await hold.settle_estimated(call.body, RelayedEvents(provider.stream_text), None,
                                                     call.identity, None)
                     raise
                 except httpx.HTTPError as exc:
+                    note_upstream(call.provider, lease.key_id, 0)
                     await hold.settle(FAILED)
                     server_failures += 1
                     log.warning("upstream %s: %s on key %s", call.provider, type(exc).__name__, lease.key_id)

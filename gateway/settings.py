@@ -165,7 +165,7 @@ class Settings:
     forwarded_allow_ips: str = _setting(
         "FORWARDED_ALLOW_IPS", "",
         "Proxies whose `X-Forwarded-For` names the client, comma-separated addresses or networks (`*`: any); "
-        "unset: loopback only, or any on a HuggingFace Space or Render, whose proxy is the only way in",
+        "unset: loopback only, or any on a HuggingFace Space, Render or Railway, whose proxy is the only way in",
     )
     client_header_timeout_sec: float = _setting(
         "CLIENT_HEADER_TIMEOUT_SEC", 10.0,
@@ -269,6 +269,7 @@ class Settings:
     quota_default_output_tokens: int = _setting(
         "QUOTA_DEFAULT_OUTPUT_TOKENS", 1024,
         "Output tokens reserved against a user's quota when a request names no maximum (`max_tokens`, ...)",
+    )
     # --- policy: request policy (caps, prompt filter, blocks, CORS) ---
     count_prompt_tokens: bool = _setting(
         "COUNT_PROMPT_TOKENS", True,
@@ -323,6 +324,7 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = _setting(
         "CORS_ALLOWED_ORIGINS", ("*",), "Web origins whose pages may call the API from a browser, comma-separated "
         "(`*`: any; credentials are bearer tokens, not cookies)",
+    )
     # --- translate: OpenAI format <-> Anthropic format ---
     model_aliases: tuple[str, ...] = _setting(
         "MODEL_ALIASES", (), "Model names clients send, and the models they stand for, before routing: "
@@ -331,6 +333,20 @@ class Settings:
     translate_on_provider_routes: bool = _setting(
         "TRANSLATE_ON_PROVIDER_ROUTES", False, "Translate on `/proxy/openai/v1` and `/proxy/anthropic/v1` too "
         "(otherwise a model of the other provider there is a 400, as on the OAI Reverse Proxy)"
+    )
+    # --- operations: logs, shutdown, platforms ---
+    log_format: str = _setting("LOG_FORMAT", "text", "`text`, or `json`: one JSON object per log line")
+    shutdown_grace_sec: float = _setting(
+        "SHUTDOWN_GRACE_SEC", 25.0,
+        "On SIGTERM, how long answers in flight may take to finish before the process exits (a second signal: at once)",
+    )
+    railway_environment: str = _setting(
+        "RAILWAY_ENVIRONMENT", "", "Set by Railway; tells poolgate it runs behind their proxy"
+    )
+    redis_cluster: bool = _setting(
+        "REDIS_CLUSTER", False,
+        "`REDIS_URL` is a Redis Cluster node (or a managed \"cluster mode\" endpoint); `REDIS_PREFIX` then gets a "
+        "hash tag (`{poolgate}:`) so every key lives in one slot",
     )
 
     @property
@@ -347,12 +363,12 @@ class Settings:
 
         Anyone who reaches poolgate directly could name any address in that header and so dodge
         per-person limits or put an admin lockout on someone else; only a proxy in front may name
-        the client. HuggingFace Spaces and Render are reached only through their own proxy, whose
+        the client. HuggingFace Spaces, Render and Railway are reached only through their own proxy, whose
         addresses they do not publish, so there every forwarder is believed.
         """
         if self.forwarded_allow_ips:
             return self.forwarded_allow_ips
-        if self.space_id or self.render:
+        if self.space_id or self.render or self.railway_environment:
             return "*"
         return "127.0.0.1,::1"
 
@@ -386,6 +402,8 @@ class Settings:
                 values[f.name] = _parse(raw.strip(), f.default)
             except ValueError:
                 problems.append(f"{name}={raw!r} is not a valid {type(f.default).__name__}")
+        if values.get("redis_cluster") and "{" not in values.get("redis_prefix", "poolgate:"):
+            values["redis_prefix"] = _hash_tagged(values.get("redis_prefix", "poolgate:"))
         for name in ("openai_base_url", "anthropic_base_url"):
             if name in values:
                 values[name] = _upstream_base(values[name], name.upper(), notices if notices is not None else [])
@@ -414,6 +432,8 @@ class Settings:
             )
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.redis_cluster and not self.redis_url:
+            problems.append("REDIS_CLUSTER=true needs REDIS_URL (a node of the cluster)")
         for entry in self.extra_allowed_endpoints:
             provider, _, path = entry.partition(":")
             if provider not in ("openai", "anthropic") or not path.strip("/"):
@@ -426,6 +446,10 @@ class Settings:
             )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
+        if self.log_format not in ("text", "json"):
+            problems.append(f"LOG_FORMAT={self.log_format!r} is not one of text, json")
+        if self.shutdown_grace_sec < 0:
+            problems.append("SHUTDOWN_GRACE_SEC must be 0 or more")
         if not 1 <= self.port <= 65535:
             problems.append(port_problem(f"PORT={self.port}"))
         for name in ("MAX_REQUEST_BYTES", "MAX_KEY_ATTEMPTS"):
@@ -522,6 +546,14 @@ def _alias_problems(entries: tuple[str, ...]) -> list[str]:
 
 def port_problem(given: str) -> str:
     return f"{given} is not a port: it must be 1 to 65535"
+
+
+def _hash_tagged(prefix: str) -> str:
+    """`poolgate:` -> `{poolgate}:`: on a Redis Cluster every key then hashes to one slot, so each Lua script,
+    which reaches keys it picks itself (the key it leases), runs on the one node holding them all.
+    Only with REDIS_CLUSTER, so a single Redis's existing keys keep their names."""
+    name = prefix.rstrip(":")
+    return "{" + (name or "poolgate") + "}:"
 
 
 def _upstream_base(url: str, env: str, notices: list[str]) -> str:

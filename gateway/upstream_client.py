@@ -9,8 +9,12 @@ redirect. Skipping those layers is also a fifth of the relay's CPU time.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from httpx_aiohttp import AiohttpTransport
+
+from gateway.metrics import note_upstream_time
 
 
 class UpstreamClient:
@@ -36,7 +40,11 @@ class UpstreamClient:
         request = httpx.Request(method, parsed, headers=headers, stream=httpx.ByteStream(body),
                                 extensions={"timeout": self._timeout})
         request.read()
-        return await self._transport.handle_async_request(request)
+        started = time.perf_counter()
+        try:
+            return await self._transport.handle_async_request(request)
+        finally:  # upstream's share of the request's time, which /metrics' added latency leaves out
+            note_upstream_time(time.perf_counter() - started)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -1,4 +1,6 @@
-"""The rooms import one way: catalog <- keypool <- dispatch <- queues <- accounts <- gateway <- web; nothing imports the app.
+"""The rooms import one way: catalog <- keypool <- dispatch <- queues <- accounts <- gateway <- web.
+
+Nothing imports the app.
 
 Read from the code's own `import` statements (type-checking imports included), so a new arrow back up
 fails here the day it is written. `python3 -m pytest tests/test_import_direction.py` checks it.
