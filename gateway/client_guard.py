@@ -14,6 +14,11 @@ ever. This protocol is uvicorn's own httptools one with three limits added:
 
 Idle time between requests on a kept-alive connection is uvicorn's
 `timeout_keep_alive`. A connection past a limit is closed; that is all it costs.
+
+A connection keeps its deadline as a number; one sweep per process, every
+`SWEEP_SEC`, closes the connections past theirs. A timer armed and cancelled
+three times a request cost more than the rest of this module together, and a
+limit of seconds needs no finer aim than that.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.settings import Settings
+
+SWEEP_SEC = 0.5  # a limit is enforced within this much more than itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +81,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     limits: ClassVar[ClientLimits | None] = None
     _open: ClassVar[Counter[str]] = Counter()  # connections per capped address, in this process
+    _guarded: ClassVar[set[GuardedHttpToolsProtocol]] = set()  # connections with a deadline, in this process
+    _sweep: ClassVar[asyncio.TimerHandle | None] = None
+    _sweep_loop: ClassVar[asyncio.AbstractEventLoop | None] = None  # a test may serve from a new loop each time
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time by which the next piece is due; 0: none
         self._capped_as: str | None = None
         limits = self._limits()
         address = self.client[0] if self.client else ""
@@ -87,11 +97,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             self._open[address] += 1
             self._capped_as = address
+        self._guarded.add(self)
         self._arm(limits.header_timeout_sec)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:  # a kept-alive connection's next request: its headers are now due
+        if not self._deadline:  # a kept-alive connection's next request: its headers are now due
             self._arm(self._limits().header_timeout_sec)
 
     def on_headers_complete(self) -> None:
@@ -104,10 +115,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._disarm()
+        self._deadline = 0.0
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._deadline = 0.0
+        self._guarded.discard(self)
         if self._capped_as is not None:
             self._open[self._capped_as] -= 1
             if self._open[self._capped_as] <= 0:
@@ -116,18 +128,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
+        self._deadline = self.loop.time() + seconds
+        cls = type(self)
+        if cls._sweep is None or cls._sweep_loop is not self.loop:
+            cls._sweep = self.loop.call_later(SWEEP_SEC, cls._close_the_late, self.loop)
+            cls._sweep_loop = self.loop
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
+    @classmethod
+    def _close_the_late(cls, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not cls._sweep_loop:
+            return
+        cls._sweep = None
+        now = loop.time()
+        waiting = False
+        for connection in list(cls._guarded):
+            if not connection._deadline or connection.loop is not loop:
+                continue
+            if connection._deadline <= now:
+                connection._deadline = 0.0
+                if not connection.transport.is_closing():
+                    connection.transport.close()
+            else:
+                waiting = True
+        if waiting:  # otherwise the next deadline armed starts the sweep again
+            cls._sweep = loop.call_later(SWEEP_SEC, cls._close_the_late, loop)
 
     @classmethod
     def _limits(cls) -> ClientLimits:

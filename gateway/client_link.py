@@ -1,11 +1,18 @@
 """The client's side of a proxied request: what has been sent to it, and whether it is still there.
 
 Every byte for the client goes out through this link, and no write may wait
-longer than `STALLED_CLIENT_SEC` (noticed within half as long again): a client
+longer than `STALLED_CLIENT_SEC` (noticed within `SWEEP_SEC` more): a client
 that stops reading would otherwise hold its key for as long as it likes. A client that hangs up, or stalls, is gone:
 `while_present()` cancels whatever is serving it (waiting in line, waiting for
 upstream's headers, reading upstream's body, relaying a stream) at that moment,
 and raises `ClientGone` in its place, so every hold inside is returned at once.
+
+Watching costs nothing per request on the fast path, which answers in a few
+milliseconds: one sweep per process, every `SWEEP_SEC` while any request is
+served, looks for stalled writes and starts listening for a hang-up only on
+requests that have lasted that long (a queued request listens at once). A
+hang-up is therefore noticed within `SWEEP_SEC`; a timer and a listening task
+per request cost about a tenth of the gateway's throughput.
 
 A queued streaming request gets its response headers at once and SSE comments
 while it waits, so proxies in between keep the connection open; from then on
@@ -15,6 +22,7 @@ anything that goes wrong has to be told as an SSE error event, not a status.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +31,9 @@ import msgspec
 from gateway.errors import ANTHROPIC, GatewayError, render_error
 from gateway.responses_events import failure_events
 from queues.waiting import ClientGone
+
+# How often the sweep looks at the requests being served: the bound on noticing a hang-up, and the slack on a stall.
+SWEEP_SEC = 0.5
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -55,6 +66,8 @@ class ClientLink:
         """Done when the client disconnects (the body has been read by then)."""
         if self._hang_up is None:
             self._hang_up = asyncio.ensure_future(self._wait_for_disconnect())
+            if self._scope is not None:  # someone waits on it (the queue): the scope listens from now on too
+                self._scope.listen()
         return self._hang_up
 
     async def _wait_for_disconnect(self) -> None:
@@ -142,17 +155,20 @@ class ClientLink:
 class _WhilePresent:
     """A cancel scope tied to the client's presence.
 
-    A hang-up, or a write to the client waiting `STALLED_CLIENT_SEC` (seen by a
-    watchdog that looks every half of that, so within 1.5 times it), cancels
-    the task serving the request once; the scope takes its
-    cancellation back on the way out (`Task.uncancel`), so a cancellation from
-    elsewhere (shutdown) is never mistaken for the client leaving. A store call
-    can swallow a cancellation (redis-py's asyncio client over the embedded
-    store does, about one time in three when it lands mid-call), so the queue,
-    which makes store calls while it waits, also watches `hang_up` itself.
+    A hang-up, or a write to the client waiting `STALLED_CLIENT_SEC`, cancels
+    the task serving the request once; the scope takes its cancellation back
+    on the way out (`Task.uncancel`), so a cancellation from elsewhere
+    (shutdown) is never mistaken for the client leaving. Both are found by the
+    loop's `_Sweep`, not by a timer of the scope's own. A store call can
+    swallow a cancellation (redis-py's asyncio client over the embedded store
+    does, about one time in three when it lands mid-call), so the queue, which
+    makes store calls while it waits, also watches `hang_up` itself.
     Cancelling more than once is not the answer: it would break into the
     cleanup that the first cancellation set going.
     """
+
+    __slots__ = ("_active", "_cancelled", "_link", "_listening", "_stalled_sec", "_sweep", "_task", "loop",
+                 "writing_since")
 
     def __init__(self, link: ClientLink, stalled_client_sec: float) -> None:
         self._link = link
@@ -162,28 +178,33 @@ class _WhilePresent:
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
         self._active = False
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._listening = False  # a callback on the link's `hang_up`
+        self._sweep = _Sweep.of(self.loop)
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
         self._active = True
         self._link._scope = self
+        self._sweep.enter(self)
+        if self._link._hang_up is not None:
+            self.listen()
+
+    def listen(self) -> None:
+        """From now on a hang-up cancels the block (the sweep calls this once a request has lasted a while)."""
+        if self._listening or not self._active:
+            return
+        self._listening = True
         self._link.hang_up.add_done_callback(self._on_hang_up)
-        self._watchdog = self.loop.call_later(self._stalled_sec / 2, self._look_for_stall)
 
     def _on_hang_up(self, _: asyncio.Future[Any]) -> None:
         # uvicorn also reports "disconnect" once the response is complete: that one is not a hang-up.
         if not self._link.finished:
             self._client_gone()
 
-    def _look_for_stall(self) -> None:
-        if not self._active:
-            return
+    def look_for_stall(self, now: float) -> None:
         since = self.writing_since
-        if since is not None and self.loop.time() - since >= self._stalled_sec:
+        if since is not None and now - since >= self._stalled_sec:
             self._client_gone()  # a client that reads nothing for this long is not waiting for an answer
-            return
-        self._watchdog = self.loop.call_later(self._stalled_sec / 2, self._look_for_stall)
 
     def _client_gone(self) -> None:
         if not self._active or self._cancelled or self._task is None:
@@ -197,9 +218,9 @@ class _WhilePresent:
     ) -> None:
         self._active = False
         self._link._scope = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._link.hang_up.remove_done_callback(self._on_hang_up)
+        self._sweep.leave(self)
+        if self._listening:
+            self._link.hang_up.remove_done_callback(self._on_hang_up)
         if not self._cancelled or self._task is None:
             return
         if self._task.uncancel():
@@ -207,6 +228,46 @@ class _WhilePresent:
         if exc_type is not None:
             # Whatever the block raised, there is nobody to tell any more.
             raise ClientGone from None
+
+
+class _Sweep:
+    """One timer per event loop over every `while_present` block: stalls, and who has been served long enough to
+    be listened to for a hang-up. It runs only while some block is open."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep] = weakref.WeakKeyDictionary()
+    _last: _Sweep | None = None  # a process serves from one loop: no dictionary look-up per request
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._scopes: set[_WhilePresent] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweep:
+        sweep = cls._last
+        if sweep is None or sweep._loop is not loop:
+            sweep = cls._by_loop.get(loop)
+            if sweep is None:
+                sweep = cls._by_loop[loop] = cls(loop)
+            cls._last = sweep
+        return sweep
+
+    def enter(self, scope: _WhilePresent) -> None:
+        self._scopes.add(scope)
+        if self._timer is None:
+            self._timer = self._loop.call_later(SWEEP_SEC, self._run)
+
+    def leave(self, scope: _WhilePresent) -> None:
+        self._scopes.discard(scope)
+
+    def _run(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for scope in list(self._scopes):
+            scope.look_for_stall(now)
+            scope.listen()  # served for a sweep already: no longer the fast path, so worth a listener
+        if self._scopes:
+            self._timer = self._loop.call_later(SWEEP_SEC, self._run)
 
 
 def _one_line(body: bytes) -> bytes:

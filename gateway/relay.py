@@ -206,6 +206,8 @@ def _safe_headers(response: httpx.Response, secret: str) -> list[tuple[bytes, by
 
 async def close_quietly(response: Any) -> None:
     """Close upstream's connection, even from a request being cancelled (shielded)."""
+    if response.is_closed:  # a body read to its end closed it: no task to shield
+        return
     try:
         await asyncio.shield(response.aclose())
     except Exception:  # the connection is being dropped anyway
