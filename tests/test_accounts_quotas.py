@@ -174,3 +174,41 @@ def test_image_generations_have_their_own_per_minute_limit(start_gateway, upstre
     assert "1 image generations a minute" in limited.json()["error"]["message"]
     assert limited.headers["x-ratelimit-limit-requests"] == "1"
     assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=auth).status_code == 200
+
+
+def test_a_request_whose_client_leaves_while_queued_hands_its_reservation_back(start_gateway):
+    release = threading.Event()
+    completion = json.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }).encode()
+
+    async def answer(exchange):
+        await asyncio.to_thread(release.wait, 60)
+        await exchange.write(json_head(200, len(completion)) + completion)
+
+    upstream = ScriptedUpstream(answer).start()
+    try:
+        gateway = start_gateway(**{**USERS, "OPENAI_BASE_URL": upstream.url, "KEY_CONCURRENCY": "1",
+                                   "USER_CONCURRENCY_LIMIT": "5"})
+        user_id, token = make_user(gateway, **{"quota:gpt-4o-mini": 100_000})
+        auth = {"authorization": f"Bearer {token}"}
+        body = json.dumps(CHAT).encode()
+        with ThreadPoolExecutor(1) as worker:
+            first = worker.submit(httpx.post, gateway.url + "/v1/chat/completions", content=body, timeout=60,
+                                  headers={**auth, "content-type": "application/json"})
+            upstream.wait_for_request(0)  # the one key is taken
+            reserve = reserved_for(body, 20)
+            assert user_record(gateway, user_id)["used:gpt-4o-mini"] == str(reserve)
+            with pytest.raises(httpx.ReadTimeout):  # queued behind it, and the client gives up
+                httpx.post(gateway.url + "/v1/chat/completions", content=body, timeout=1.5,
+                           headers={**auth, "content-type": "application/json"})
+            assert wait_for(lambda: user_record(gateway, user_id)["used:gpt-4o-mini"] == str(reserve))
+            release.set()
+            assert first.result().status_code == 200
+        assert wait_for(lambda: user_record(gateway, user_id)["used:gpt-4o-mini"] == "8")
+        assert len(upstream.exchanges) == 1
+    finally:
+        release.set()
+        upstream.stop()

@@ -95,6 +95,10 @@ def test_anonymous_callers_share_one_bucket_and_a_ban_falls_on_the_address_that_
     assert [b["identity"] for b in bans(gateway)] == ["ip:198.51.100.3"]
     assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=first).status_code == 429
     assert len(upstream.requests) == 2
+    lifted = httpx.delete(gateway.url + "/admin/bans/ip:198.51.100.3", headers={"authorization": f"Bearer {ADMIN}"})
+    assert lifted.status_code == 200
+    # No longer banned: the address is back with everyone else, whose shared bucket is still blocked.
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=third).status_code == 429
 
 
 def test_special_users_are_not_limited(start_gateway, upstream):
