@@ -262,7 +262,8 @@ class UserBook:
         s = self.schema
         done = await self._scripts["delete_user"](
             keys=[s.user(user_id), s.user_ips(user_id), s.users, s.user_tokens, s.public_users, s.bans,
-                  s.limit_minute(identity), s.limit_hour(identity), s.limit_block(identity), s.limit_strikes(identity)],
+                  s.limit_minute(identity), s.limit_hour(identity), s.limit_block(identity), s.limit_strikes(identity),
+                  s.limit_image(identity)],
             args=[user_id, identity],
         )
         return bool(int(done))

@@ -229,6 +229,7 @@ def test_deleting_a_user_removes_its_token_addresses_and_limiter_state(start_gat
     gateway.run(gateway.app.store.zadd(s.user_ips(uid), {"198.51.100.4": 1}))  # as admission records addresses
     set_fields(gateway, s.bans, **{f"user:{uid}": "1|spam"})
     gateway.run(gateway.app.store.set(s.limit_strikes(f"user:{uid}"), "3"))
+    gateway.run(gateway.app.store.zadd(s.limit_image(f"user:{uid}"), {"request-1": 1}))
 
     deleted = admin(gateway, "DELETE", f"/users/{uid}")
     again = admin(gateway, "DELETE", f"/users/{uid}")
@@ -238,6 +239,7 @@ def test_deleting_a_user_removes_its_token_addresses_and_limiter_state(start_gat
     assert [u["id"] for u in admin(gateway, "GET", "/users").json()["users"]] == [keep["id"]]
     assert token_owner(gateway, token_hash(token)) is None
     assert not key_exists(gateway, s.user_ips(uid)) and not key_exists(gateway, s.limit_strikes(f"user:{uid}"))
+    assert not key_exists(gateway, s.limit_image(f"user:{uid}"))
     assert f"user:{uid}" not in store_fields(gateway, s.bans)
     assert uid not in everything_stored(gateway)
 
