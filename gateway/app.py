@@ -126,6 +126,10 @@ class PoolgateApp:
         store_url = await slot_owner_url(s.redis_url, s.redis_prefix) if s.redis_cluster else s.redis_url
         self.store = open_store(store_url)
         self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix))
+        # Read before the background tasks start, so it does not open a connection of its own beside theirs: after
+        # a Redis restart each pooled connection fails its next command once (tests/test_store_repopulation.py).
+        self.front_door = await build_front_door(s, self.store)
+        self.litestar.state.policy_blocks = self.front_door.blocks
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
@@ -170,8 +174,6 @@ class PoolgateApp:
             upstream_retries=s.upstream_retries,
             max_key_attempts=s.max_key_attempts,
         )
-        self.front_door = await build_front_door(s, self.store)
-        self.litestar.state.policy_blocks = self.front_door.blocks
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
             gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key),

@@ -32,8 +32,8 @@ def check_request_fields(payload: dict[str, Any], provider: str, endpoint: str, 
         raise _bad("`stream` must be true or false.")
     if "n" in payload:
         _check_choices(payload["n"], provider, model)
-    if endpoint in _MESSAGES_ENDPOINTS:
-        _check_messages(payload.get("messages"), provider)
+    if endpoint in _MESSAGES_ENDPOINTS and "messages" in payload:  # absent: upstream's to refuse, in its words
+        _check_messages(payload["messages"], provider)
 
 
 def _check_choices(n: Any, provider: str, model: str | None) -> None:
