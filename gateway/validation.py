@@ -100,14 +100,15 @@ def validate_request(
         check_request_fields(payload, provider, allowed.endpoint, model)
         stream = payload.get("stream") is True
         changed = bool(allowed_families)
-        if model is not None and aliases and model_alias(aliases, model) != model:
-            model = payload["model"] = model_alias(aliases, model)
-            changed = True
-        translation = translation_for(endpoint, provider, model) if model is not None and translate else None
-        if translation is not None and model is not None:
-            payload = translation.request(payload, model)
-            provider, path, endpoint, query, changed = translation.provider, translation.path, \
-                translation.endpoint, "", True
+        if model is not None:  # the translation hook: aliases, then the other provider's format if need be
+            if aliases and model_alias(aliases, model) != model:
+                model = payload["model"] = model_alias(aliases, model)
+                changed = True
+            translation = translation_for(endpoint, provider, model) if translate else None
+            if translation is not None:
+                payload = translation.request(payload, model)
+                provider, path, endpoint, query = translation.provider, translation.path, translation.endpoint, ""
+                changed = True
         if stream and provider == OPENAI and endpoint in _USAGE_STREAMING_ENDPOINTS:
             options = payload.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage") is True):

@@ -11,11 +11,13 @@ import base64
 import json
 from typing import Any
 
+import httpx
 import openai
 import pydantic
 import pytest
 
 from fake_upstream.fake_text import completion_text
+from fake_upstream.leaks import echoed_forms
 
 ANTHROPIC_KEY = "sk-ant-test-translate-0001"
 OPENAI_KEY = "sk-test-translate-openai-0001"
@@ -260,3 +262,24 @@ def test_provider_routes_translate_only_when_the_operator_allows_it(start_gatewa
         model=CLAUDE, messages=[{"role": "user", "content": "hi"}])
     assert sent(upstream)["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
     assert reply.choices[0].message.content == completion_text(16)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_key_an_upstream_echoes_never_reaches_a_translated_client(start_gateway: Any, upstream: Any,
+                                                                    stream: bool) -> None:
+    key = "sk-ant-echokey-translate-0001"
+    gateway = start_gateway(ANTHROPIC_KEY=key)
+    body = {"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+
+    reply = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=30)
+    assert reply.status_code == 200
+    assert upstream.requests[-1]["key"] == key  # the key that served it echoed itself in every channel
+    for form in (key, *echoed_forms(key).values()):
+        assert form not in reply.text and form not in str(reply.headers)
+    if stream:  # the echo is an error event mid-stream: the client's stream ends with it, nothing after
+        last = reply.text.strip().split("\n\n")[-1]
+        assert json.loads(last.removeprefix("data: "))["error"]["message"].startswith("Upstream hiccup for API key")
+    missing = httpx.post(gateway.url + "/v1/chat/completions", json={**body, "model": "claude-sonnet-9-nope"})
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+    for form in (key, *echoed_forms(key).values()):
+        assert form not in missing.text

@@ -180,6 +180,7 @@ def test_claude_stream_error_event_becomes_an_error_chunk_and_a_cut_stream_ends_
     assert datas(error) == [{"error": {"message": "Overloaded", "type": "server_error", "param": None,
                                        "code": "overloaded_error"}}]
     assert translator.finish() == b""  # the error already ended it
+    assert translator.feed(CLAUDE_TOOL_STREAM[3]) == b""
     cut = ChatChunksFromClaude(include_usage=False)
     cut.feed(START)
     assert datas(cut.finish())[0]["error"]["message"] == "The upstream stream ended before it was complete."
@@ -239,6 +240,7 @@ def test_openai_stream_error_chunk_becomes_an_error_event_and_a_cut_stream_ends_
     translator.feed(OPENAI_TOOL_STREAM[1])
     error = translator.feed(b'data: {"error": {"message": "Boom", "type": "server_error"}}\n\n')
     assert events(error) == [("error", {"type": "error", "error": {"type": "api_error", "message": "Boom"}})]
+    assert translator.feed(OPENAI_TOOL_STREAM[2]) == b""  # the error ended the client's stream
     assert translator.finish() == b""
     cut = ClaudeEventsFromChat()
     cut.feed(OPENAI_TOOL_STREAM[1])

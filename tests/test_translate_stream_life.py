@@ -111,3 +111,24 @@ def test_a_translated_stream_upstream_breaks_off_ends_in_an_error_the_sdk_raises
         assert raised.value.message == "The upstream stream ended before it was complete."
     finally:
         upstream.stop()
+
+
+def test_an_upstream_error_after_a_queued_translated_stream_began_is_an_openai_error_event(start_gateway: Any,
+                                                                                           upstream: Any) -> None:
+    gateway = start_gateway(ANTHROPIC_KEY="sk-ant-slow-delay800-0002", KEY_CONCURRENCY="1",
+                            HEARTBEAT_INTERVAL_SEC="0.2", USER_CONCURRENCY_LIMIT="5")
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(httpx.post, gateway.url + "/v1/chat/completions", json=CLAUDE_ASK,
+                           headers={"x-forwarded-for": "10.0.0.1"}, timeout=60)
+        assert wait_for(lambda: len(upstream.requests) >= 1), "upstream never saw the first request"
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions",
+                          json={**CLAUDE_ASK, "model": "claude-sonnet-9-nope", "stream": True},
+                          headers={"x-forwarded-for": "10.0.0.2"}, timeout=30) as reply:
+            assert reply.status_code == 200  # its headers went out while it waited in line
+            text = b"".join(reply.iter_raw()).decode()
+        assert busy.result().status_code == 200
+    assert ": poolgate: waiting for a key" in text
+    last = text.strip().split("\n\n")[-1]
+    assert json.loads(last.removeprefix("data: ")) == {"error": {
+        "message": "model: claude-sonnet-9-nope", "type": "invalid_request_error", "param": None,
+        "code": "not_found_error"}}

@@ -129,6 +129,8 @@ class ClaudeEventsFromChat:
         self.ended = False
 
     def feed(self, event: bytes) -> bytes:
+        if self.ended:  # after an error or the last event, anything more upstream sends is not the client's
+            return b""
         data = event_data(event)
         if not data:
             return b""  # a comment or keep-alive

@@ -128,6 +128,8 @@ class ChatChunksFromClaude:
         self.ended = False  # message_stop or an error event was seen
 
     def feed(self, event: bytes) -> bytes:
+        if self.ended:  # after an error or the last event, anything more upstream sends is not the client's
+            return b""
         data = event_data(event)
         if not data:
             return b""
