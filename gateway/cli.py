@@ -183,8 +183,6 @@ def serve_gateway(
         return 2
     if not _store_answers(settings):
         return 2
-    if not settings.openai_keys and not settings.anthropic_keys:
-        log.warning(NO_KEYS_HINT)
     configure_logging(settings)
     import uvicorn
 
@@ -198,6 +196,8 @@ def serve_gateway(
     except OSError as error:
         print(f"poolgate: cannot listen on {host}:{port}: {_bind_failure(error)}", file=sys.stderr)
         return 1
+    if not settings.openai_keys and not settings.anthropic_keys:
+        log.warning(NO_KEYS_HINT)
     if on_listening is not None:
         on_listening(settings, host, port)
     options = {
