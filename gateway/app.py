@@ -104,14 +104,15 @@ class PoolgateApp:
         s = self.settings
         self.started_at = time.time()
         store_url = await slot_owner_url(s.redis_url, s.redis_prefix) if s.redis_cluster else s.redis_url
-        self.store = open_store(store_url)
+        self.store = open_store(store_url, sentinels=s.redis_sentinels)
         self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix))
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
         await self.key_registration.register()
-        self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency,
-                                   scripts=open_script_runner(store_url, self.store))
+        # Behind sentinels, scripts go through the store's client, which follows the master (gateway/sentinel.py).
+        scripts = self.store if s.redis_sentinels else open_script_runner(store_url, self.store)
+        self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency, scripts=scripts)
         self.dispatch.keeper.start()
         # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
         self.key_checks = build_key_checks(s, self.store)

@@ -39,7 +39,11 @@ class _WaitingPool(BlockingConnectionPool):
         super().__init__(timeout=CONNECTION_WAIT_SEC, **connection_kwargs)
 
 
-def open_store(redis_url: str) -> Any:
+def open_store(redis_url: str, *, sentinels: tuple[str, ...] = ()) -> Any:
+    if redis_url and sentinels:  # the master as the sentinels name it, looked up again after a failover
+        from gateway.sentinel import open_sentinel_store
+
+        return open_sentinel_store(redis_url, sentinels, max_connections=MAX_CONNECTIONS)
     if redis_url:
         import redis.asyncio as redis
 

@@ -145,7 +145,7 @@ def test_a_cluster_without_redis_cluster_set_is_one_clear_line(redis_cluster):
     worker = subprocess.run([sys.executable, "-m", "gateway.cli", "worker"],
                             env={**env, "REDIS_URL": redis_cluster, "REDIS_CLUSTER": "true"},
                             capture_output=True, text=True, timeout=60, cwd="/")
-    assert worker.returncode == 2 and "cannot run on a Redis Cluster" in worker.stderr
+    assert worker.returncode == 2 and "`poolgate worker` cannot run with REDIS_CLUSTER" in worker.stderr
 
 
 def test_poolgate_serve_runs_on_a_cluster_from_the_command_line(redis_cluster, upstream, tmp_path):
