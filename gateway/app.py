@@ -32,7 +32,6 @@ from gateway.admin_policy import AdminPolicyController
 from gateway.admin_users import UsersController
 from gateway.admission import AdmissionStage
 from gateway.client_link import ClientLink
-from gateway.cluster import slot_owner_url
 from gateway.endpoint_filter import EndpointFilter
 from gateway.errors import OPENAI, GatewayError
 from gateway.front_door import FrontDoor
@@ -123,8 +122,8 @@ class PoolgateApp:
     async def start(self) -> None:
         s = self.settings
         self.started_at = time.time()
-        store_url = await slot_owner_url(s.redis_url, s.redis_prefix) if s.redis_cluster else s.redis_url
-        self.store = open_store(store_url)
+        self.store = open_store(s.redis_url, sentinels=s.redis_sentinels,
+                                cluster_prefix=s.redis_prefix if s.redis_cluster else "")
         self.pool = KeyPool(self.store, PoolSchema(s.redis_prefix))
         # Read before the background tasks start, so it does not open a connection of its own beside theirs: after
         # a Redis restart each pooled connection fails its next command once (tests/test_store_repopulation.py).
@@ -134,8 +133,11 @@ class PoolgateApp:
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
         await self.key_registration.register()
-        self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency,
-                                   scripts=open_script_runner(store_url, self.store))
+        # Behind sentinels or on a cluster, scripts go through the store's client, which follows the master
+        # after a failover (gateway/sentinel.py, gateway/cluster.py); the hot path's own link has one address.
+        following = s.redis_sentinels or s.redis_cluster
+        scripts = self.store if following else open_script_runner(s.redis_url, self.store)
+        self.dispatch = Dispatcher(self.pool, s.lease_ttl_sec, key_concurrency=s.key_concurrency, scripts=scripts)
         self.dispatch.keeper.start()
         # Key health (gateway/key_checks.py): checks at start-up and on a schedule, rechecks after retirement.
         self.key_checks = build_key_checks(s, self.store)

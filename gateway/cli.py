@@ -108,7 +108,10 @@ def start_up_warnings(settings: Settings) -> list[str]:
 
 def _store_answers(settings: Settings) -> bool:
     """False, after saying why in one line, when REDIS_URL is set and cannot be used."""
-    unreachable = None if settings.store_is_embedded else store_problem(settings.redis_url, settings.redis_cluster)
+    if settings.redis_sentinels:
+        unreachable = sentinel_problem(settings.redis_url, settings.redis_sentinels)
+    else:
+        unreachable = None if settings.store_is_embedded else store_problem(settings.redis_url, settings.redis_cluster)
     if unreachable:
         print(f"poolgate: cannot use REDIS_URL ({unreachable})", file=sys.stderr)
     return unreachable is None
@@ -183,8 +186,6 @@ def serve_gateway(
         return 2
     if not _store_answers(settings):
         return 2
-    if not settings.openai_keys and not settings.anthropic_keys:
-        log.warning(NO_KEYS_HINT)
     configure_logging(settings)
     import uvicorn
 
@@ -198,6 +199,8 @@ def serve_gateway(
     except OSError as error:
         print(f"poolgate: cannot listen on {host}:{port}: {_bind_failure(error)}", file=sys.stderr)
         return 1
+    if not settings.openai_keys and not settings.anthropic_keys:
+        log.warning(NO_KEYS_HINT)
     if on_listening is not None:
         on_listening(settings, host, port)
     options = {
@@ -251,9 +254,10 @@ def start_worker(burst: bool) -> int:
     settings = _load_settings()
     if settings is None or not _store_answers(settings):
         return 2
-    if settings.redis_cluster:
-        print("poolgate: `poolgate worker` cannot run on a Redis Cluster (rq's keys cannot share poolgate's hash "
-              "slot); with REDIS_CLUSTER=true each `poolgate serve` checks keys itself.", file=sys.stderr)
+    if settings.redis_cluster or settings.redis_sentinels:
+        print("poolgate: `poolgate worker` cannot run with REDIS_CLUSTER or REDIS_SENTINELS (rq's keys cannot share "
+              "poolgate's hash slot, and its client does not follow a failover); there each `poolgate serve` "
+              "checks keys itself.", file=sys.stderr)
         return 2
     configure_logging(settings)
     from gateway.worker import run_worker
@@ -278,6 +282,28 @@ def store_problem(redis_url: str, cluster: bool = False) -> str | None:
         return "it is a Redis Cluster node: set REDIS_CLUSTER=true, so poolgate's keys share one slot"
     if cluster and not is_cluster:
         return "REDIS_CLUSTER=true, but this Redis is not a cluster node"
+    return None
+
+
+def sentinel_problem(redis_url: str, sentinels: tuple[str, ...]) -> str | None:
+    """Why the sentinels' master cannot be used, in one line without its password; None when it answers."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from gateway.sentinel import open_sentinel_store
+
+    async def ping() -> None:
+        client = open_sentinel_store(redis_url, sentinels, max_connections=2)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except (RedisError, OSError) as exc:
+        return f"{type(exc).__name__} through REDIS_SENTINELS: {str(exc).replace(redis_url, '<REDIS_URL>')}"
     return None
 
 

@@ -173,6 +173,7 @@ def build_key_checks(settings: Settings, store: Any) -> KeyChecks:
     if not settings.check_keys:
         return KeyChecksOff()
     health = KeyHealth(store, check_policy(settings))
-    if settings.store_is_embedded or settings.redis_cluster:  # rq's keys cannot share the cluster's hash tag
+    # rq's keys cannot share a cluster's hash tag, and rq's client does not follow a sentinel's failover.
+    if settings.store_is_embedded or settings.redis_cluster or settings.redis_sentinels:
         return InProcessKeyChecks(health)
     return RqKeyChecks(health, settings.redis_url)

@@ -348,6 +348,11 @@ class Settings:
         "`REDIS_URL` is a Redis Cluster node (or a managed \"cluster mode\" endpoint); `REDIS_PREFIX` then gets a "
         "hash tag (`{poolgate}:`) so every key lives in one slot",
     )
+    redis_sentinels: tuple[str, ...] = _setting(
+        "REDIS_SENTINELS", (),
+        "Redis Sentinel addresses, comma-separated `host:port`; `REDIS_URL`'s host is then the master's name "
+        "(`redis://:password@mymaster/0`)",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -434,6 +439,9 @@ class Settings:
             problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.redis_cluster and not self.redis_url:
             problems.append("REDIS_CLUSTER=true needs REDIS_URL (a node of the cluster)")
+        if self.redis_sentinels and (not self.redis_url or self.redis_cluster):
+            problems.append("REDIS_SENTINELS needs REDIS_URL naming the master (redis://:password@mymaster/0), "
+                            "and no REDIS_CLUSTER")
         for entry in self.extra_allowed_endpoints:
             provider, _, path = entry.partition(":")
             if provider not in ("openai", "anthropic") or not path.strip("/"):

@@ -39,7 +39,18 @@ class _WaitingPool(BlockingConnectionPool):
         super().__init__(timeout=CONNECTION_WAIT_SEC, **connection_kwargs)
 
 
-def open_store(redis_url: str) -> Any:
+def open_store(redis_url: str, *, sentinels: tuple[str, ...] = (), cluster_prefix: str = "") -> Any:
+    """The store's client: the embedded one, Redis at REDIS_URL, the sentinels' master (`sentinels`), or the
+    master of a cluster that serves `cluster_prefix`'s slot (gateway/cluster.py)."""
+    if redis_url and cluster_prefix:
+        from gateway.cluster import open_cluster_store
+
+        return open_cluster_store(redis_url, cluster_prefix, max_connections=MAX_CONNECTIONS,
+                                  wait_sec=CONNECTION_WAIT_SEC)
+    if redis_url and sentinels:  # the master as the sentinels name it, looked up again after a failover
+        from gateway.sentinel import open_sentinel_store
+
+        return open_sentinel_store(redis_url, sentinels, max_connections=MAX_CONNECTIONS)
     if redis_url:
         import redis.asyncio as redis
 

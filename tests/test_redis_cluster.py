@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -18,41 +19,59 @@ from gateway.settings import Settings
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture(scope="module")
-def redis_cluster() -> Iterator[str]:
-    """A 3-master cluster on loopback; the URL of one of its nodes."""
+@dataclass
+class Cluster:
+    url: str
+    ports: list[int]
+    nodes: dict[int, subprocess.Popen[bytes]]
+
+
+def _start_cluster(replicas: int) -> Iterator[Cluster]:
+    """3 masters (each with `replicas` replicas) on loopback, made one cluster by `redis-cli --cluster create`."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
         if REQUIRE_REDIS:
             pytest.fail("POOLGATE_REQUIRE_REDIS=1 but redis-server / redis-cli are not installed")
         pytest.skip("redis-server is not installed here (apt-get install redis-server); CI runs this test")
     workdir = tempfile.mkdtemp(prefix="poolgate-cluster-")
-    ports = [_cluster_port() for _ in range(3)]
-    nodes = [
-        subprocess.Popen(
+    ports = [_cluster_port() for _ in range(3 * (1 + replicas))]
+    nodes = {
+        port: subprocess.Popen(
             [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no", "--dir", workdir],
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "1000",
+             "--save", "", "--appendonly", "no", "--dir", workdir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for port in ports
-    ]
+    }
     try:
         for port in ports:
-            _until(lambda p=port: _cli(cli, p, "ping") == "PONG", f"node {port} did not start")
+            _until(lambda p=port: _cli(p, "ping") == "PONG", f"node {port} did not start")
         created = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", str(replicas),
              "--cluster-yes"], capture_output=True, text=True, timeout=60,
         )
         assert created.returncode == 0, created.stdout + created.stderr
-        _until(lambda: all("cluster_state:ok" in _cli(cli, p, "cluster", "info") for p in ports),
+        _until(lambda: all("cluster_state:ok" in _cli(p, "cluster", "info") for p in ports),
                "the cluster did not become ready")
-        yield f"redis://127.0.0.1:{ports[0]}"
+        yield Cluster(f"redis://127.0.0.1:{ports[0]}", ports, nodes)
     finally:
-        for node in nodes:
+        for node in nodes.values():
             node.terminate()
-        for node in nodes:
+        for node in nodes.values():
             node.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[str]:
+    for cluster in _start_cluster(replicas=0):
+        yield cluster.url
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[Cluster]:
+    yield from _start_cluster(replicas=1)
 
 
 def _cluster_port() -> int:
@@ -71,13 +90,14 @@ def _cluster_port() -> int:
         return port
 
 
-def _cli(cli: str, port: int, *command: str) -> str:
-    result = subprocess.run([cli, "-p", str(port), *command], capture_output=True, text=True, timeout=10)
+def _cli(port: int, *command: str) -> str:
+    result = subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", str(port), *command],
+                            capture_output=True, text=True, timeout=10)
     return result.stdout.strip()
 
 
-def _until(condition, failure: str) -> None:
-    deadline = time.monotonic() + 20
+def _until(condition, failure: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return
@@ -145,7 +165,7 @@ def test_a_cluster_without_redis_cluster_set_is_one_clear_line(redis_cluster):
     worker = subprocess.run([sys.executable, "-m", "gateway.cli", "worker"],
                             env={**env, "REDIS_URL": redis_cluster, "REDIS_CLUSTER": "true"},
                             capture_output=True, text=True, timeout=60, cwd="/")
-    assert worker.returncode == 2 and "cannot run on a Redis Cluster" in worker.stderr
+    assert worker.returncode == 2 and "`poolgate worker` cannot run with REDIS_CLUSTER" in worker.stderr
 
 
 def test_poolgate_serve_runs_on_a_cluster_from_the_command_line(redis_cluster, upstream, tmp_path):
@@ -173,3 +193,61 @@ def test_poolgate_serve_runs_on_a_cluster_from_the_command_line(redis_cluster, u
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr and "MOVED" not in stderr
+
+
+def test_a_gateway_follows_its_slot_to_the_replica_that_takes_over(cluster_with_replicas, upstream):
+    import uuid
+
+    from conftest import _serve_in_thread
+
+    from gateway.app import PoolgateApp
+
+    prefix = f"{{fo{uuid.uuid4().hex[:6]}}}:"
+    env = {"REDIS_URL": cluster_with_replicas.url, "REDIS_CLUSTER": "true", "REDIS_PREFIX": prefix,
+           "OPENAI_KEY": "sk-good-Cl05Ee", "OPENAI_BASE_URL": upstream.url, "CHECK_KEYS": "false"}
+    url, _loop, stop = _serve_in_thread(PoolgateApp(Settings.from_env(env, env_file=None)))
+    try:
+        for _ in range(3):
+            assert httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30).status_code == 200
+        survivor = cluster_with_replicas.ports[-1]
+        slot = int(_cli(survivor, "cluster", "keyslot", prefix))
+
+        def master_of_slot() -> int:
+            for line in _cli(survivor, "cluster", "nodes").splitlines():
+                fields = line.split()
+                if "master" in fields[2] and "fail" not in fields[2] and any(
+                        _covers(r, slot) for r in fields[8:]):
+                    return int(fields[1].split(":")[1].split("@")[0])
+            return 0
+
+        master = master_of_slot()
+        replica = next(int(line.split()[1].split(":")[1].split("@")[0])
+                       for line in _cli(survivor, "cluster", "nodes").splitlines()
+                       if "slave" in line.split()[2] and line.split()[3] == _cli(master, "cluster", "myid"))
+        # Acknowledged writes have reached the replica (replication is asynchronous) before the master dies.
+        def caught_up() -> bool:
+            info = dict(line.split(":", 1) for line in _cli(master, "info", "replication").splitlines()
+                        if ":" in line)
+            return f"offset={info.get('master_repl_offset')}," in info.get("slave0", "")
+
+        _until(caught_up, "the replica lags")
+        cluster_with_replicas.nodes[master].kill()
+        _until(lambda: master_of_slot() == replica, "the replica was not promoted", seconds=60)
+
+        def serves() -> bool:
+            try:
+                return httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=10).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _until(serves, "the gateway did not follow its slot to the new master", seconds=60)
+        assert httpx.get(url + "/status", timeout=10).json()["prompts"] == 4
+    finally:
+        stop()
+
+
+def _covers(slot_range: str, slot: int) -> bool:
+    if slot_range.startswith("["):
+        return False  # a slot being migrated
+    low, _, high = slot_range.partition("-")
+    return int(low) <= slot <= int(high or low)
