@@ -89,7 +89,8 @@ class Admission:
         if verdict == "ok":
             identity = _text(result[1])
             user_key = self.schema.user(identity.removeprefix("user:")) if identity.startswith("user:") else ""
-            return Reservation(self._store, identity, user_key, family, int(result[2]))
+            special = len(result) > 3 and int(result[3]) == 1  # exempt from quotas, limits and the proxy's caps
+            return Reservation(self._store, identity, user_key, family, int(result[2]), special=special)
         raise self._refusal(verdict, result[1:], family)
 
     def _refusal(self, verdict: str, rest: list[Any], family: str) -> AccountRefusal:

@@ -147,4 +147,4 @@ for _, w in ipairs(windows) do
     redis.call('PEXPIRE', w[1], w[2])
   end
 end
-return {'ok', identity, reserved}
+return {'ok', identity, reserved, special and 1 or 0}

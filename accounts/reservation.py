@@ -21,8 +21,11 @@ _RELEASE = (Path(__file__).parent / "release.lua").read_text()
 class Reservation:
     """`identity`: who was admitted ("user:{id}", "anon"); `user_key`: their hash ("" for nobody's quota)."""
 
-    def __init__(self, store: Any, identity: str, user_key: str, family: str, tokens: int) -> None:
+    def __init__(
+        self, store: Any, identity: str, user_key: str, family: str, tokens: int, *, special: bool = False,
+    ) -> None:
         self._store = store
+        self.special = special  # a `special` user: no quota, IP limit, rate limit or proxy cap applies
         self.identity = identity
         self.user_key = user_key
         self.family = family

@@ -58,6 +58,7 @@ class AdmissionStage:
         the lease tried alongside, unless the relay took it.
         """
         if identity.kind == "admin" or not self._accounts.needed(identity.token_hash):
+            call.exempt_from_caps = identity.kind == "admin"
             yield
             return
         # The lease attempt is a task started now; admission's script is written first, in this turn of the
@@ -76,6 +77,7 @@ class AdmissionStage:
                 if reservation.identity.startswith("user:"):
                     call.identity = reservation.identity
                 call.reservation = reservation
+                call.exempt_from_caps = reservation.special
                 yield
         finally:
             leasing, call.first_lease = call.first_lease, None
@@ -85,11 +87,12 @@ class AdmissionStage:
                 admitting.add_done_callback(_release_when_admitted)
 
     def estimate(self, call: UpstreamCall) -> int:
-        """Tokens to reserve: the prompt, estimated from the body's size (~4 bytes a token, which
-        overestimates a JSON body), plus the most output the request allows."""
+        """Tokens to reserve: the prompt as the request policy counted it (else estimated from the body's
+        size, ~4 bytes a token, which overestimates a JSON body), plus the most output the request allows."""
         output = call.max_output if call.max_output is not None else \
             self._default_output if call.endpoint in _GENERATING else 0
-        return math.ceil(len(call.body) / BYTES_PER_TOKEN) + output
+        prompt = call.prompt_tokens or math.ceil(len(call.body) / BYTES_PER_TOKEN)
+        return prompt + output
 
     async def _hand_back(self, leasing: asyncio.Future[KeyLease], family: str) -> None:
         """Give back, uncounted, the lease tried alongside admission: now, or when it arrives."""

@@ -92,14 +92,15 @@ class ProxyPipeline:
             # no key is held, and no upstream call runs, for a client that is not there.
             # The quota reservation is held by `admit`, the reply's lease by `open`; each is returned
             # (or corrected by settlement) exactly once when this block ends.
-            async with self._admission.admit(call, identity), link.while_present(), \
-                    self._relay.open(call, headers, link) as reply:
-                if reply.response is None:
-                    await deliver_read(reply, link, call)
-                elif call.stream:
-                    await deliver_stream(reply, call, provider, link)
-                else:
-                    await deliver_whole(reply, call, provider, link)
+            async with self._admission.admit(call, identity):
+                RequestPolicy.after_admission(call)  # the caps admission exempted undone, or the context cap said
+                async with link.while_present(), self._relay.open(call, headers, link) as reply:
+                    if reply.response is None:
+                        await deliver_read(reply, link, call)
+                    elif call.stream:
+                        await deliver_stream(reply, call, provider, link)
+                    else:
+                        await deliver_whole(reply, call, provider, link)
         except GatewayError as error:
             await link.send_error(error)
         except QueueRefusal as refusal:

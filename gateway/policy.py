@@ -29,7 +29,7 @@ from catalog.tokens import count_prompt
 from gateway.caps import Caps, apply_caps
 from gateway.errors import GatewayError
 from gateway.prompt_filter import PromptFilter
-from gateway.validation import UpstreamCall
+from gateway.validation import UpstreamCall, max_output_of
 
 ON_LOOP_BYTES = 32 * 1024  # ~8k tokens: counted in well under a millisecond
 # Endpoints whose body is a prompt. count_tokens is relayed as it is: counting is what it asks upstream for.
@@ -65,11 +65,31 @@ class RequestPolicy:
         call.prompt_tokens = reading.tokens
         if exempt_from_caps or not self._count:
             return
-        if apply_caps(call.provider, call.endpoint, call.model, payload, reading.tokens, self._caps[call.provider]):
+        # Capped now, so the quota reservation counts the clamped output; undone or said by `after_admission`.
+        try:
+            changed = apply_caps(call.provider, call.endpoint, call.model, payload, reading.tokens,
+                                 self._caps[call.provider])
+        except GatewayError as over_context:
+            call.caps_refusal = over_context
+            return
+        if changed:
+            call.uncapped_body = call.body
             try:
                 call.body = _encode(payload)
             except RecursionError:  # parsed at that depth, so this cannot happen; never a 500 if it does
                 raise GatewayError("invalid_request", "The request body is nested too deeply.") from None
+            call.max_output = max_output_of(payload)
+
+    @staticmethod
+    def after_admission(call: UpstreamCall) -> None:
+        """The caps for a user admission exempted (`special`, the admin key) undone; for anyone else, a
+        request over the context cap refused."""
+        if call.exempt_from_caps:
+            if call.uncapped_body is not None:
+                call.body = call.uncapped_body
+            return
+        if call.caps_refusal is not None:
+            raise call.caps_refusal
 
     def _read(self, provider: str, model: str | None, payload: dict[str, Any]) -> PromptReading:
         prompt = read_prompt(payload)  # one walk of the body, for the count and the filter

@@ -58,6 +58,10 @@ class UpstreamCall:
     # The JSON body as parsed once (None for uploads and bodiless calls): what the request policy reads.
     payload: dict[str, Any] | None = None
     prompt_tokens: int = 0  # counted by the request policy (gateway/policy.py), for caps and reservations
+    # The proxy's caps wait for admission, which knows whether the user is exempt (`special`, or the admin key):
+    uncapped_body: bytes | None = None  # the body as sent, before the output caps clamped it
+    caps_refusal: GatewayError | None = None  # over the context cap: said once admission has not exempted the user
+    exempt_from_caps: bool = False  # set by admission
     # A call of the other provider's format: rewritten for upstream here, its reply rewritten back in delivery.
     translation: Translation | None = None
 
@@ -96,7 +100,7 @@ def validate_request(
     if allowed.json_body and method == "POST":
         payload = _parse_json_object(body)
         model = _model_field(payload)
-        max_output = _max_output(payload)
+        max_output = max_output_of(payload)
         check_request_fields(payload, provider, allowed.endpoint, model)
         stream = payload.get("stream") is True
         changed = bool(allowed_families)
@@ -149,7 +153,7 @@ def validate_request(
     )
 
 
-def _max_output(payload: dict[str, Any]) -> int | None:
+def max_output_of(payload: dict[str, Any]) -> int | None:
     """The most output tokens the body allows, under whichever name its API uses (for quota reservations)."""
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = payload.get(name)
