@@ -224,11 +224,12 @@ class UserBook:
         return await self._update(user_id, UserChanges(set_fields={"disabled_reason": reason}), now_field="disabled_at")
 
     async def enable(self, user_id: str) -> bool:
-        """Enable the user and lift the limiter's ban, block and strikes on it."""
+        """Enable the user and lift the limiter's ban, block, strikes and windows on it."""
         identity = f"user:{user_id}"
         done = await self._scripts["enable_user"](
             keys=[self.schema.user(user_id), self.schema.bans, self.schema.limit_block(identity),
-                  self.schema.limit_strikes(identity)],
+                  self.schema.limit_strikes(identity), self.schema.limit_minute(identity),
+                  self.schema.limit_hour(identity), self.schema.limit_image(identity)],
             args=[identity],
         )
         return bool(int(done))
