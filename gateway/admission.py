@@ -32,6 +32,7 @@ from catalog.tokens import BYTES_PER_TOKEN
 from dispatch import Dispatcher
 from gateway.errors import GatewayError
 from gateway.gatekeeper import Identity
+from gateway.metrics import note_admission
 from gateway.validation import UpstreamCall
 from keypool import KeyLease
 
@@ -72,7 +73,9 @@ class AdmissionStage:
             try:
                 reservation: Reservation = await asyncio.shield(admitting)
             except AccountRefusal as refusal:
+                note_admission(call.family, refusal.kind)
                 raise _error(refusal) from None
+            note_admission(call.family, "admitted", reservation.tokens if reservation.user_key else 0)
             async with reservation:
                 if reservation.identity.startswith("user:"):
                     call.identity = reservation.identity

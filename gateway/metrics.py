@@ -61,7 +61,12 @@ ADDED = MetricSpec("poolgate_added_latency_seconds", "Time the gateway adds befo
                    LATENCY_BUCKETS)
 STORE_RTT = MetricSpec("poolgate_store_round_trip_seconds", "Round trips to the store, timed on the metrics' own "
                        "flushes", (), STORE_BUCKETS)
-SPECS = {spec.name: spec for spec in (REQUESTS, UPSTREAM, QUEUE_WAIT, ADDED, STORE_RTT)}
+ADMISSIONS = MetricSpec("poolgate_admissions", "Requests of users and limited callers at admission, by model family "
+                        "and outcome: `admitted`, or the refusal (`quota`, `limited`, `banned`, `unknown`, ...)",
+                        ("family", "outcome"))
+RESERVED = MetricSpec("poolgate_reserved_tokens", "Tokens reserved against users' quotas at admission, by model "
+                      "family (settlement then corrects each reservation to what upstream reported)", ("family",))
+SPECS = {spec.name: spec for spec in (REQUESTS, UPSTREAM, QUEUE_WAIT, ADDED, STORE_RTT, ADMISSIONS, RESERVED)}
 
 
 class Tally:
@@ -114,6 +119,15 @@ def note_call(family: str, endpoint: str) -> None:
     record = _current.get()
     if record is not None:
         record.family, record.endpoint = family, endpoint
+
+
+def note_admission(family: str, outcome: str, reserved_tokens: int = 0) -> None:
+    """Admission admitted the request (reserving `reserved_tokens` of a quota) or refused it (admission)."""
+    record = _current.get()
+    if record is not None:
+        record.tally.count(ADMISSIONS, (family, outcome))
+        if reserved_tokens:
+            record.tally.count(RESERVED, (family,), reserved_tokens)
 
 
 def note_upstream(provider: str, key_id: str, status: int) -> None:

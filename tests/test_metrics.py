@@ -174,3 +174,24 @@ def test_the_grafana_dashboard_reads_only_metrics_the_gateway_exports(start_gate
             for name in re.findall(r"\bpoolgate_\w+", target["expr"])}
     assert len(dashboard["panels"]) >= 10 and used
     assert used - exported == set()
+
+
+def test_admissions_and_reserved_tokens_are_counted_by_family_and_outcome(start_gateway):
+    from checks_support import ADMIN_KEY
+    from users_support import create_user
+
+    gateway = start_gateway(OPENAI_KEY=GOOD, ADMIN_KEY=ADMIN_KEY, GATEKEEPER="user_token")
+    _, roomy = create_user(gateway, nickname="roomy")
+    _, tight = create_user(gateway, nickname="tight", quotas={"gpt-4o": 5})
+    chat = {**CHAT, "max_tokens": 40}
+    served = httpx.post(gateway.url + "/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {roomy}"})
+    refused = httpx.post(gateway.url + "/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {tight}"})
+
+    text = httpx.get(gateway.url + "/metrics").text
+    scrape = samples(text)
+
+    assert (served.status_code, refused.status_code) == (200, 429)
+    assert value(scrape, "poolgate_admissions_total", family="gpt-4o", outcome="admitted") == 1
+    assert value(scrape, "poolgate_admissions_total", family="gpt-4o", outcome="quota") == 1
+    assert value(scrape, "poolgate_reserved_tokens_total", family="gpt-4o") >= 40  # the output asked for, at least
+    assert roomy not in text and tight not in text
