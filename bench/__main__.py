@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         for check in reporting.checks(result):
             if check.met is not None:
                 log(f"{'met   ' if check.met else 'MISSED'} {check.name}: {check.measured} (target {check.target})")
+    comparison = reporting.cpu_comparison(result)
+    if comparison:
+        log(comparison)
     found = reporting.problems(result)
     for problem in found:
         log(f"PROBLEM {problem}")

@@ -67,6 +67,16 @@ def _check(name: str, target: str, value: Any, good: Callable[[Any], bool], show
     return Check(name, target, shown(value), bool(good(value)))
 
 
+def cpu_comparison(report: dict[str, Any]) -> str | None:
+    """poolgate's CPU per answer against the bare relay's, the throughput ratio a quiet machine would show."""
+    cpu = {name: _get(report, "non_streaming", "targets", name, "cpu_us_per_request")
+           for name in ("poolgate", "bare_relay")}
+    if not cpu["poolgate"] or not cpu["bare_relay"]:
+        return None
+    return (f"CPU per request at 32 in flight: poolgate {cpu['poolgate']:,.0f} µs, bare relay {cpu['bare_relay']:,.0f}"
+            f" µs (bare relay / poolgate = {cpu['bare_relay'] / cpu['poolgate']:.0%})")
+
+
 def checks(report: dict[str, Any]) -> list[Check]:
     rps = {name: _get(report, "non_streaming", "targets", name, "requests_per_sec")
            for name in ("bare_relay", "poolgate", "litellm")}
@@ -238,12 +248,13 @@ def _non_streaming_section(phase: dict[str, Any] | None) -> list[str]:
     rows = []
     for name, result in targets.items():
         if "skipped" in result:
-            rows.append([NAMES.get(name, name), f"skipped: {result['skipped']}", *["–"] * 7])
+            rows.append([NAMES.get(name, name), f"skipped: {result['skipped']}", *["–"] * 8])
             continue
         added = phase["added_ms"].get(name, {})
         one, many = result["in_flight_1"], result["in_flight_32"]
         rows.append([
-            NAMES.get(name, name), f"{result['requests_per_sec']:,.0f}", _ms(one, "p50"), _ms(one, "p99"),
+            NAMES.get(name, name), f"{result['requests_per_sec']:,.0f}",
+            f"{cpu:,.0f}" if (cpu := result.get("cpu_us_per_request")) else "–", _ms(one, "p50"), _ms(one, "p99"),
             _ms(many, "p50"), _ms(many, "p99"),
             " / ".join(f"{added[m]['p50']:+.2f}, {added[m]['p99']:+.2f}" for m in ("in_flight_1", "in_flight_32")
                        if m in added) or "–",
@@ -251,11 +262,14 @@ def _non_streaming_section(phase: dict[str, Any] | None) -> list[str]:
         ])
     return [
         "## Non-streaming chat completions", "",
-        "Requests per second at 32 in flight (median of the rounds); latency of the whole round trip in ms; "
+        "Requests per second at 32 in flight (median of the rounds); the server's own CPU time (user and system, "
+        "its processes together) per answer at 32 in flight (median of the rounds), which holds still when other "
+        "work shares the machine and requests/s does not; latency of the whole round trip in ms; "
         "added = p50, p99 minus the fake upstream's own, at 1 / 32 in flight.", "",
-        *_table(["server", "requests/s", "p50 @1", "p99 @1", "p50 @32", "p99 @32", "added ms @1 / @32", "errors",
-                 "memory after"], rows),
+        *_table(["server", "requests/s", "CPU µs/request", "p50 @1", "p99 @1", "p50 @32", "p99 @32",
+                 "added ms @1 / @32", "errors", "memory after"], rows),
         "",
+        *([comparison + ".", ""] if (comparison := cpu_comparison({"non_streaming": phase})) else []),
     ]
 
 

@@ -63,6 +63,10 @@ class Service:
         """Resident memory of the process and its children (uvicorn's workers), from /proc."""
         return sum(_rss(pid) for pid in _process_tree(self.process.pid))
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the process and its children have used so far, from /proc."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -79,6 +83,13 @@ def _process_tree(pid: int) -> list[int]:
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
             tree += _process_tree(int(child))
     return tree
+
+
+def _cpu_seconds(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return 0.0
 
 
 def _rss(pid: int) -> int:

@@ -128,6 +128,8 @@ def non_streaming(plan: Plan, services: Services, redis: Service, litellm_python
     at_1: dict[str, list[float]] = {t.name: [] for t in targets}
     at_32: dict[str, list[float]] = {t.name: [] for t in targets}
     rps: dict[str, list[float]] = {t.name: [] for t in targets}
+    # CPU per answer holds still while other work shares the machine, where requests/s does not.
+    cpu_us: dict[str, list[float]] = {t.name: [] for t in targets}
     errors: dict[str, int] = {t.name: 0 for t in targets}
     first_error: dict[str, str] = {}
     for round_number in range(plan.rounds):
@@ -136,8 +138,12 @@ def non_streaming(plan: Plan, services: Services, redis: Service, litellm_python
             payload = target.payload(body)
             one = asyncio.run(closed_loop("127.0.0.1", target.service.port, payload, in_flight=1,
                                           seconds=60, max_requests=plan.requests_at_1, warmup_requests=50))
+            cpu_before = target.service.cpu_seconds()
             many = asyncio.run(closed_loop("127.0.0.1", target.service.port, payload, in_flight=32,
                                            seconds=plan.seconds_at_32, warmup_requests=3))
+            served = len(many.latencies) + many.errors + 3 * 32  # the warm-up's answers cost CPU too
+            if many.latencies:
+                cpu_us[target.name].append((target.service.cpu_seconds() - cpu_before) / served * 1e6)
             at_1[target.name] += one.latencies
             at_32[target.name] += many.latencies
             rps[target.name].append(many.requests_per_sec)
@@ -149,6 +155,7 @@ def non_streaming(plan: Plan, services: Services, redis: Service, litellm_python
         results[target.name] = {
             "requests_per_sec": round(statistics.median(rps[target.name]), 1),
             "requests_per_sec_rounds": [round(value, 1) for value in rps[target.name]],
+            "cpu_us_per_request": round(statistics.median(cpu_us[target.name]), 1) if cpu_us[target.name] else None,
             "in_flight_1": summary_ms(at_1[target.name]),
             "in_flight_32": summary_ms(at_32[target.name]),
             "errors": errors[target.name],

@@ -93,7 +93,7 @@ def _report(**overrides: Any) -> dict[str, Any]:
 def _measured(rps: float, p50: float, p99: float, errors: int = 0) -> dict[str, Any]:
     latency = {"count": 100, "p50_ms": p50, "p90_ms": p50, "p99_ms": p99, "max_ms": p99}
     return {"requests_per_sec": rps, "in_flight_1": latency, "in_flight_32": latency, "errors": errors,
-            "first_error": "HTTP 502" if errors else "", "memory_mb": 70.0}
+            "first_error": "HTTP 502" if errors else "", "memory_mb": 70.0, "cpu_us_per_request": 1e6 / rps}
 
 
 def test_targets_are_judged_from_the_numbers() -> None:
@@ -118,7 +118,8 @@ def test_errors_and_missing_measurements_are_problems() -> None:
 
 def test_the_markdown_report_shows_every_measured_server_and_why_one_was_skipped() -> None:
     text = markdown(_report(), "report.png")
-    assert "| poolgate, 1 worker | 3,000 |" in text
+    assert "| poolgate, 1 worker | 3,000 | 333 |" in text
+    assert "poolgate 333 µs, bare relay 250 µs (bare relay / poolgate = 75%)" in text
     assert "skipped: could not be installed" in text
     assert "![throughput" in text and "| throughput vs bare relay | ≥ 55% | 75% | yes |" in text
 
