@@ -128,6 +128,11 @@ def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) ->
     return _error_response(400, "invalid_request_error", f"Invalid request body: {detail}")
 
 
+def _on_too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # The JSON decoder gives up on a body nested thousands deep (`[[[[...`): the client's mistake, not ours.
+    return _error_response(400, "invalid_request_error", "The request body is nested too deeply.")
+
+
 def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code == 404:
         return _error_response(404, "not_found_error", "No such admin endpoint; see /admin/docs.")
@@ -169,6 +174,7 @@ class AdminController(Controller):
         RedisError: _on_store_error,
         ValidationException: _on_validation_error,
         HTTPException: _on_http_error,
+        RecursionError: _on_too_deep,
     }
 
     @get("/keys")

@@ -13,9 +13,8 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, put
-from redis.exceptions import RedisError
 
-from gateway.admin import AdminError, _on_admin_error, _on_store_error, require_admin
+from gateway.admin import AdminController, AdminError, require_admin
 from gateway.blocks import Blocks, PolicyLists
 
 log = logging.getLogger("poolgate.admin")
@@ -26,7 +25,7 @@ class AdminPolicyController(Controller):
     guards = [require_admin]
     tags = ["admin"]
     security = [{"AdminKey": []}]
-    exception_handlers = {AdminError: _on_admin_error, RedisError: _on_store_error}
+    exception_handlers = AdminController.exception_handlers
 
     @get("/")
     async def get_policy(self, request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -52,3 +52,15 @@ def test_deeply_nested_json_is_a_400_on_anthropic_routes(start_gateway: Any, bod
                b'{"model": "claude-3-5-haiku-latest", "max_tokens": 16,'
                b' "messages": [{"role": "user", "content": "hi"}]}')
     assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("body", NESTED, ids=["arrays", "objects"])
+def test_deeply_nested_json_is_a_400_on_every_admin_route_that_reads_a_body(start_gateway: Any, body: bytes) -> None:
+    from checks_support import ADMIN_KEY, admin
+
+    gateway = start_gateway(OPENAI_KEY="sk-hostile-aaaa1111", ADMIN_KEY=ADMIN_KEY)
+
+    for method, path in (("POST", "/keys"), ("POST", "/users"), ("POST", "/users/import"), ("PUT", "/policy")):
+        response = admin(gateway, method, path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["message"] == "The request body is nested too deeply."
