@@ -37,7 +37,7 @@ def test_an_admin_made_user_is_served_limited_banned_and_lifted_by_enable(gatewa
 
 
 def test_disable_rotate_and_quota_through_the_admin_api(gateway):
-    user, token = create_user(gateway, nickname="bo", quotas={"gpt-4o-mini": 30})
+    user, token = create_user(gateway, nickname="bo", quotas={"gpt-4o-mini": 20})  # the output asked for, no prompt
     refused = chat(gateway, token)
     assert refused.status_code == 429
     assert "Token quota exceeded for gpt-4o-mini" in refused.json()["error"]["message"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,14 +15,17 @@ from accounts_support import make_user, user_record
 from processes import wait_for
 from scripted_upstream import STREAM_HEAD, ScriptedUpstream, chunked, json_head
 
+from catalog.tokens import count_prompt_tokens
+
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
 MESSAGE = {"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 USERS = dict(OPENAI_KEY="sk-real-openai-key-1234", ANTHROPIC_KEY="sk-ant-real-key-5678", GATEKEEPER="user_token")
 
 
 def reserved_for(body: bytes, max_output: int) -> int:
-    """What admission reserves: the prompt estimated at 4 bytes a token, plus the request's maximum output."""
-    return math.ceil(len(body) / 4) + max_output
+    """What admission reserves: the prompt as the request policy counts it, plus the request's maximum output."""
+    payload = json.loads(body)
+    return count_prompt_tokens("openai", payload["model"], payload) + max_output
 
 
 def test_over_quota_is_429_quota_exceeded_naming_the_family_in_each_dialect(start_gateway, upstream):
@@ -45,8 +47,8 @@ def test_over_quota_is_429_quota_exceeded_naming_the_family_in_each_dialect(star
 
 def test_a_quota_is_spent_by_what_upstream_reported_until_it_is_gone(start_gateway, upstream):
     gateway = start_gateway(**USERS)
-    body = json.dumps(CHAT).encode()
-    reserve = reserved_for(body, 20)
+    body = json.dumps({**CHAT, "max_tokens": 100}).encode()  # a reservation well above what a reply costs
+    reserve = reserved_for(body, 100)
     user_id, token = make_user(gateway, **{"quota:gpt-4o-mini": reserve * 3})
     served = []
     for _ in range(20):
