@@ -183,7 +183,8 @@ def test_policy_settings_that_cannot_work_stop_start_up_one_line_each():
 
 
 async def test_a_request_exempt_from_caps_keeps_its_size_and_is_still_counted():
-    # `special` users arrive with accounts; the exemption is the policy's parameter until then.
+    # A `special` user's exemption is known only at admission (tests/test_policy_with_accounts.py runs it
+    # end to end): the caps are applied, then undone or said by `after_admission`.
     import fakeredis
 
     from gateway.caps import Caps
@@ -207,6 +208,13 @@ async def test_a_request_exempt_from_caps_keeps_its_size_and_is_still_counted():
     exempt = call()
     await policy.check(exempt, exempt_from_caps=True)
     assert exempt.body == body and exempt.prompt_tokens > 100
+    capped = call()
+    await policy.check(capped)
     with pytest.raises(GatewayError) as refused:
-        await policy.check(call())
+        RequestPolicy.after_admission(capped)
     assert refused.value.kind == "context_length_exceeded"
+    unrefused = call()
+    await policy.check(unrefused)
+    unrefused.exempt_from_caps = True  # what admission sets for a special user
+    RequestPolicy.after_admission(unrefused)
+    assert unrefused.body == body

@@ -215,7 +215,8 @@ def test_a_stop_sequence_ends_the_reply_and_whitespace_only_ones_are_dropped(gat
 def test_more_than_one_choice_is_a_clear_400_in_openai_format(gateway: Any, upstream: Any) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
         client(gateway).chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "hi"}], n=2)
-    assert "`n` must be 1" in raised.value.message
+    # Said by the schema checks (gateway/request_schema.py), before translation is reached.
+    assert "`n` greater than 1 cannot be served for Claude models" in raised.value.message
     assert upstream.requests == []
 
 
