@@ -192,6 +192,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += _concurrency_section(report.get("queue_concurrency"))
     lines += _pool_size_section(report.get("pool_size"))
     lines += _accounts_section(report.get("accounts"))
+    lines += _token_counting_section(report.get("token_counting"))
     lines += _translation_section(report.get("translation"))
     found = problems(report)
     if found:
@@ -378,6 +379,28 @@ def _accounts_section(phase: dict[str, Any] | None) -> list[str]:
                   _ms(r["in_flight_32"], "p99"), str(r["errors"])] for name, r in phase["targets"].items()]),
         "", f"With user tokens, the limiter and a quota: {phase['ratio']:.0%} of the plain gateway's requests/s."
         if phase["ratio"] else "", "",
+    ]
+
+
+def _token_counting_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    rows = []
+    for size, r in phase.items():
+        speed = r["speed"]
+        rows.append([
+            f"{speed['tokens']:,}", f"{r['body_bytes']:,}", _ms(r["counting_off"]["in_flight_1"], "p50"),
+            _ms(r["counting_on"]["in_flight_1"], "p50"), f"+{r['added_p50_ms']:.2f}",
+            f"{speed['poolgate_tokens_per_sec'] / 1e6:.1f} M", f"{speed['tiktoken_tokens_per_sec'] / 1e6:.1f} M",
+            f"{speed['ratio_to_tiktoken']:.0%}",
+        ])
+    return [
+        "## Token counting", "",
+        "One chat request at a time through poolgate (1 worker), counting on (`COUNT_PROMPT_TOKENS=true`, the "
+        "default) and off; counting's own speed against tiktoken's `encode` on the same text, in one process.", "",
+        *_table(["prompt tokens", "body bytes", "p50 off", "p50 on", "added ms", "tokens/s counted",
+                 "tiktoken tokens/s", "of tiktoken"], rows),
+        "",
     ]
 
 
