@@ -386,7 +386,7 @@ def _token_counting_section(phase: dict[str, Any] | None) -> list[str]:
     if not phase:
         return []
     rows = []
-    for size, r in phase.items():
+    for r in phase.values():
         speed = r["speed"]
         rows.append([
             f"{speed['tokens']:,}", f"{r['body_bytes']:,}", _ms(r["counting_off"]["in_flight_1"], "p50"),
