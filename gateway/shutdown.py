@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Awaitable
@@ -37,8 +38,8 @@ log = logging.getLogger("poolgate")
 # connection takes milliseconds; a step still running after seconds waits on a store that does not answer.
 STOP_WITHIN_SEC = 20.0
 STOP_STEP_SEC = 5.0
-# After a second signal, uvicorn's own exit (skipping every wait) is given this long before the process ends
-# regardless: asyncio's last act, cancelling the tasks left and waiting for them, could otherwise hang on one.
+# After uvicorn's shut-down (or a second signal, which skips its waits) the process is given this long to end
+# before it is ended regardless: asyncio's last act, cancelling the tasks left and waiting for them, could hang.
 FORCED_EXIT_SEC = 2.0
 # The supervisor's wait for its workers beyond the grace and the app's shut-down, before it kills them.
 WORKER_EXIT_MARGIN_SEC = 10.0
@@ -62,12 +63,18 @@ class GracefulServer(uvicorn.Server):
             )
         super().handle_exit(sig, frame)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        # Left now is asyncio's own exit: cancelling the tasks still running and waiting for them. A task deaf to
+        # its cancellation (a shut-down step `within` left behind) would hold that wait, and the process, forever.
+        _exit_soon(FORCED_EXIT_SEC)
+
 
 def _exit_soon(seconds: float) -> None:
     """End the process after `seconds` unless it has ended by then (a daemon thread dies with the process)."""
     def end() -> None:
         time.sleep(seconds)
-        log.warning("still running %g s after the second signal: ending the process", seconds)
+        log.warning("still running %g s after the shut-down: ending the process", seconds)
         logging.shutdown()
         os._exit(1)
 
