@@ -160,9 +160,11 @@ def test_the_supervisor_exits_within_a_bound_even_when_a_worker_never_does(serve
     assert "did not exit in time after SIGTERM: killing it" in stderr
 
 
-def test_a_second_sigterm_to_a_worker_ends_it_at_once(tmp_path, paused_redis):
-    """A stream in flight on one worker; SIGTERM to that worker starts its graceful exit (the stream would be let
-    finish), a second SIGTERM ends the worker at once, cutting the stream."""
+@pytest.mark.parametrize("signalled", ["worker", "supervisor"])
+def test_a_second_sigterm_ends_a_worker_at_once(tmp_path, paused_redis, signalled):
+    """A stream in flight on one worker; SIGTERM (to that worker, or to the supervisor, which passes it on) starts
+    the graceful exit, which would let the stream finish; a second SIGTERM ends the worker at once, cutting it.
+    (Redis is not paused here.)"""
     upstream = run_mock_upstream_in_thread(tokens_per_sec=10.0, output_tokens=80)  # an 8 s stream
     port = free_port()
     process = subprocess.Popen(
@@ -187,14 +189,17 @@ def test_a_second_sigterm_to_a_worker_ends_it_at_once(tmp_path, paused_redis):
             assert next(line for line in events if line.startswith("data: {"))
             client_port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
             worker = _serving(port, client_port, workers)
-            os.kill(worker, signal.SIGTERM)
+            target = worker if signalled == "worker" else process.pid
+            os.kill(target, signal.SIGTERM)
             assert _wait_for(lambda: any(f"(process {worker})" in line for line in lines)), "the first was taken"
-            os.kill(worker, signal.SIGTERM)
+            os.kill(target, signal.SIGTERM)
             rest: list[str] = []
             with contextlib.suppress(httpx.HTTPError):  # a stream cut short ends with an error
                 rest = list(events)
         assert "data: [DONE]" not in rest, "the worker did not wait for the stream it would otherwise have finished"
         assert _wait_for(lambda: not _alive(worker))
+        if signalled == "supervisor":
+            assert _wait_for(lambda: process.poll() is not None), "and the supervisor with its workers"
     finally:
         for pid in _stragglers:
             _kill_quietly(pid)
