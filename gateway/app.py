@@ -9,6 +9,7 @@ admin API) and runs start-up and shut-down.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -47,6 +48,7 @@ from gateway.relay import Relay
 from gateway.routing import resolve_route
 from gateway.script_link import open_script_runner
 from gateway.settings import Settings, refresh_cron
+from gateway.shutdown import STOP_WITHIN_SEC, within
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
@@ -216,27 +218,31 @@ class PoolgateApp:
         return await self.queues.stats(keys) if self.queues is not None else {}
 
     async def stop(self) -> None:
+        """Stop the background work and close the store, each step bounded (gateway/shutdown.py): a store that
+        does not answer, or a task deaf to its cancellation, delays the exit by seconds, never holds it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_WITHIN_SEC
         if self.front_door is not None:
-            await self.front_door.blocks.stop()
+            await within(deadline, "the policy lists' watch", self.front_door.blocks.stop())
         # Requests cancelled at the end of the shut-down grace are still giving back their leases and tickets.
-        await self._observer.wait_for_requests(timeout_sec=10)
+        await self._observer.wait_for_requests(timeout_sec=min(10.0, max(0.0, deadline - loop.time())))
         if self.metrics is not None:
-            await self.metrics.stop()
+            await within(deadline, "the last metrics flush", self.metrics.stop())
         if self.key_registration is not None:
-            await self.key_registration.stop()
-        await self.key_checks.stop()
+            await within(deadline, "the key registration watch", self.key_registration.stop())
+        await within(deadline, "the key checks", self.key_checks.stop())
         if self.quota_refresh is not None:
-            await self.quota_refresh.stop()
+            await within(deadline, "the quota refresh", self.quota_refresh.stop())
         if self.queues is not None:
-            await self.queues.stop()
+            await within(deadline, "the queues", self.queues.stop())
         if self.dispatch is not None:
-            await self.dispatch.keeper.stop()
-        for client in self._clients.values():
-            await client.aclose()
+            await within(deadline, "the lease keeper", self.dispatch.keeper.stop())
+        for name, client in self._clients.items():
+            await within(deadline, f"the {name} upstream client", client.aclose())
         if self.dispatch is not None and self.dispatch.scripts is not self.store:
-            await self.dispatch.scripts.aclose()
+            await within(deadline, "the script link", self.dispatch.scripts.aclose())
         if self.store is not None:
-            await self.store.aclose()
+            await within(deadline, "the store", self.store.aclose())
 
 
 @get("/health")

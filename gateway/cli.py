@@ -191,7 +191,7 @@ def serve_gateway(
 
     from gateway.app import create_app
     from gateway.client_guard import guarded_protocol
-    from gateway.shutdown import GracefulServer
+    from gateway.shutdown import GracefulServer, serve_workers
 
     host, port = host or settings.bind_address, port or settings.port
     try:  # bound here, before the app starts, so a taken port is one line and exit 1, not a hung process
@@ -219,7 +219,7 @@ def serve_gateway(
     }
     if workers > 1:
         listener.close()  # uvicorn's supervisor binds again (the check above still caught a taken port)
-        uvicorn.run("gateway.app:create_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        serve_workers(uvicorn.Config("gateway.app:create_app", factory=True, workers=workers, **options))  # type: ignore[arg-type]
         return 0
     server = GracefulServer(uvicorn.Config(create_app(settings), **options))  # type: ignore[arg-type]
     with listener:

@@ -15,6 +15,11 @@ after it. Otherwise a call made in the few loop turns between the socket
 opening and the handshake being sent would reach Redis first, and be refused
 (`NOAUTH`) or run in database 0.
 
+`rediss://` speaks TLS, verified as redis-py verifies it: the same URL options (`ssl_ca_certs`,
+`ssl_cert_reqs`, `ssl_check_hostname`, `ssl_certfile`, ...) and the same defaults, since the TLS context is
+redis-py's own, built from the URL by redis-py's parser. Otherwise the scripts would need a certificate the rest
+of poolgate does not (or trust one it refuses).
+
 Only scripts travel here (`EVALSHA`, then `EVAL` once after a Redis restart
 forgot them); everything else (pub/sub, the admin API, rq) keeps redis-py.
 Errors are redis-py's own exception types, so callers see no difference. The
@@ -33,6 +38,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.asyncio.connection import SSLConnection
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -90,6 +97,8 @@ class ScriptLink:
 
     def __init__(self, redis_url: str) -> None:
         self._url = urlsplit(redis_url)
+        self._redis_url = redis_url
+        self._tls: ssl.SSLContext | None = None  # built on the first `rediss://` connection
         self._transport: asyncio.Transport | None = None
         # True once the current connection's handshake was answered OK; only then may calls be written to it.
         self._ready = False
@@ -161,7 +170,7 @@ class ScriptLink:
             if url.scheme == "unix":
                 await loop.create_unix_connection(lambda: _Protocol(self), url.path)
             else:
-                context = ssl.create_default_context() if url.scheme == "rediss" else None
+                context = self._tls_context() if url.scheme == "rediss" else None
                 await asyncio.wait_for(
                     loop.create_connection(lambda: _Protocol(self), url.hostname or "127.0.0.1", url.port or 6379,
                                            ssl=context),
@@ -170,6 +179,14 @@ class ScriptLink:
         except (TimeoutError, OSError) as error:
             raise RedisConnectionError(f"could not connect to Redis for scripts: {type(error).__name__}") from None
         await self._handshake()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """redis-py's TLS context for this URL: its options and defaults (certificate and host name checked)."""
+        if self._tls is None:
+            options = parse_url(self._redis_url)
+            options.pop("connection_class", None)
+            self._tls = SSLConnection(**options).ssl_context.get()  # a connection object only: nothing is opened
+        return self._tls
 
     async def _handshake(self) -> None:
         """AUTH and SELECT, written alone on the new connection; the link is ready once both answered OK."""
