@@ -119,7 +119,8 @@ def gateway_from_the_command_line(
     gateway = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", *serve_args],
         env={**clean, "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}", "PORT": str(gateway_port),
-             "BIND_ADDRESS": "127.0.0.1", **env},
+             # A short grace: the 15 s this helper waits for the processes to end must outlast it.
+             "BIND_ADDRESS": "127.0.0.1", "SHUTDOWN_GRACE_SEC": "3", **env},
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     logs: list[str] = []
