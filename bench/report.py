@@ -87,6 +87,7 @@ def checks(report: dict[str, Any]) -> list[Check]:
     held = report.get("many_streams")
     queue = report.get("queue")
     accounts = report.get("accounts")
+    pool = report.get("pool_size")
     ms = "{:.2f} ms".format
     return [
         _check("throughput vs bare relay", "≥ 55%", vs_bare, lambda v: v >= 0.55, "{:.0%}".format),
@@ -109,6 +110,8 @@ def checks(report: dict[str, Any]) -> list[Check]:
                lambda v: v <= 0.25, "{:.1%}".format),
         _check("user tokens + limiter + quota: throughput vs plain poolgate", "≥ 85%", accounts and accounts["ratio"],
                lambda v: v >= 0.85, "{:.0%}".format),
+        _check("pool size: 2,000 keys' throughput vs 2 keys'", "≥ 80%", pool and pool["ratio"],
+               lambda v: v >= 0.80, "{:.0%}".format),
     ]
 
 

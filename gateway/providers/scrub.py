@@ -28,6 +28,7 @@ class SecretScrubber:
     """Replaces one key, in every form it may take in upstream's text, with `***`."""
 
     __slots__ = ("_escaped", "_masked", "_plain", "_secret", "_shortest")
+    _escaped: re.Pattern[bytes] | None
 
     def __init__(self, secret: str) -> None:
         self._secret = secret.encode()
@@ -36,7 +37,9 @@ class SecretScrubber:
         self._plain = tuple(dict.fromkeys(form for form in plain if form))
         # Nothing shorter than this can hold any form (an escaped key is longer than the key).
         self._shortest = min((len(form) for form in self._plain), default=0)
-        self._escaped = _escaped_pattern(self._secret)
+        # Compiled only for a text that holds the key escaped: compiling costs about a millisecond, and a
+        # pool of thousands of keys cycles through more scrubbers than the cache below keeps.
+        self._escaped = None
         # The masked forms providers write in their own errors (`sk-proj-****abcd`, `...abcd`).
         masked = (f"...{secret[-4:]}".encode(), self._secret[:8])
         self._masked = tuple(form for form in masked if len(form) >= 6)
@@ -48,7 +51,9 @@ class SecretScrubber:
         for form in self._plain:
             if form in data:
                 data = data.replace(form, REDACTED)
-        if _may_hold_escapes(data):
+        if _may_hold_escapes(data) and self._secret in _unescaped(data):
+            if self._escaped is None:
+                self._escaped = _escaped_pattern(self._secret)
             data = self._escaped.sub(REDACTED, data)
         return data
 
@@ -61,7 +66,7 @@ class SecretScrubber:
         return data
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def scrubber_for(secret: str) -> SecretScrubber:
     """The scrubber for a key; built once per key, since a pool has few keys and each is used often."""
     return SecretScrubber(secret)
@@ -77,6 +82,15 @@ def _may_hold_escapes(data: bytes) -> bool:
     if b"%" in data:
         return True
     return b"\\" in data and (b"\\u00" in data or b"\\/" in data)
+
+
+# Every escape `_escaped_pattern` accepts for a byte: JSON's `\u00XX`, `%XX`, and JSON's `\/`.
+_ESCAPE = re.compile(rb"\\u00([0-9a-fA-F]{2})|%([0-9a-fA-F]{2})|\\(/)")
+
+
+def _unescaped(data: bytes) -> bytes:
+    """`data` with those escapes decoded: it holds the key exactly where `_escaped_pattern` would match it."""
+    return _ESCAPE.sub(lambda m: m[3] or bytes([int(m[1] or m[2], 16)]), data)
 
 
 def _base64_forms(secret: bytes) -> list[bytes]:
