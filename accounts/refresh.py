@@ -24,11 +24,11 @@ from typing import Any
 
 from accounts.schema import AccountsSchema
 from accounts.users import UserBook
+from keypool.jobs import run_with_store
 
 log = logging.getLogger("poolgate.accounts")
 
 JOB_TIMEOUT_SEC = 600
-_store_url: str | None = None
 
 
 def accounts_queue_name(redis_prefix: str) -> str:
@@ -36,28 +36,10 @@ def accounts_queue_name(redis_prefix: str) -> str:
     return f"{redis_prefix}accounts"
 
 
-def use_store(redis_url: str) -> None:
-    """Tell the accounts jobs of this worker process which Redis holds the users."""
-    global _store_url
-    _store_url = redis_url
-
-
 def refresh_quotas(redis_prefix: str) -> int:
     """rq job: refresh every user's quotas; how many users were refreshed (rq keeps it as the result)."""
-    if _store_url is None:
-        raise RuntimeError("quota refresh jobs run in `poolgate worker`, which says where the store is")
-    url = _store_url
-
-    async def main() -> int:
-        import redis.asyncio as redis
-
-        store = redis.Redis.from_url(url, decode_responses=False)
-        try:
-            return await UserBook(store, AccountsSchema(redis_prefix), ()).refresh_all_quotas()
-        finally:
-            await store.aclose()
-
-    refreshed = asyncio.run(main())
+    refreshed = run_with_store(  # the worker's store, named once for all its jobs (`keypool.jobs.use_store`)
+        lambda store: UserBook(store, AccountsSchema(redis_prefix), ()).refresh_all_quotas(), "quota refresh jobs")
     log.info("refreshed the quotas of %d user(s)", refreshed)
     return refreshed
 

@@ -43,8 +43,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     import redis
     from rq import Queue, Worker
 
-    use_store(settings.redis_url)
-    quota_refresh.use_store(settings.redis_url)
+    use_store(settings.redis_url)  # for every job this worker runs: key checks and quota refreshes
     policy = check_policy(settings) if settings.check_keys else None
     connection = redis.Redis.from_url(settings.redis_url)
     queue = Queue(queue_name(settings.redis_prefix), connection=connection)

@@ -30,7 +30,7 @@ def queue_name(redis_prefix: str) -> str:
 
 
 def use_store(redis_url: str) -> None:
-    """Tell the jobs of this worker process which Redis holds the pool."""
+    """Tell the jobs of this worker process which Redis holds the pool (and the users: `run_with_store`)."""
     global _store_url
     _store_url = redis_url
 
@@ -50,8 +50,13 @@ def sweep_due_checks(policy: CheckPolicy) -> list[dict[str, Any]]:
 
 
 def _run(policy: CheckPolicy, work: Callable[[KeyHealth], Awaitable[T]]) -> T:
+    return run_with_store(lambda store: work(KeyHealth(store, policy)), "key-check jobs")
+
+
+def run_with_store(work: Callable[[Any], Awaitable[T]], jobs: str) -> T:
+    """Run one job's `work` on its own connection to the store `use_store` named, closed when it ends."""
     if _store_url is None:
-        raise RuntimeError("key-check jobs run in `poolgate worker`, which says where the store is")
+        raise RuntimeError(f"{jobs} run in `poolgate worker`, which says where the store is")
     url = _store_url
 
     async def main() -> T:
@@ -59,7 +64,7 @@ def _run(policy: CheckPolicy, work: Callable[[KeyHealth], Awaitable[T]]) -> T:
 
         store = redis.Redis.from_url(url, decode_responses=False)
         try:
-            return await work(KeyHealth(store, policy))
+            return await work(store)
         finally:
             await store.aclose()
 
