@@ -35,7 +35,7 @@ import ssl
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
 from redis.asyncio.connection import SSLConnection
@@ -190,13 +190,14 @@ class ScriptLink:
 
     async def _handshake(self) -> None:
         """AUTH and SELECT, written alone on the new connection; the link is ready once both answered OK."""
-        url = self._url
         commands: list[tuple[Arg, ...]] = []
-        if url.password is not None:
-            password = unquote(url.password)
-            commands.append((b"AUTH", unquote(url.username), password) if url.username else (b"AUTH", password))
-        database = url.path.strip("/") if url.scheme != "unix" else ""
-        if database and database != "0":
+        # redis-py's reading of the URL (`/5` or `?db=5`, `:pw@` or `?password=`), so scripts write where it reads
+        options = parse_url(self._redis_url)
+        password, username = options.get("password"), options.get("username")
+        if password is not None:
+            commands.append((b"AUTH", username, password) if username else (b"AUTH", password))
+        database = int(options.get("db") or 0)
+        if database:
             commands.append((b"SELECT", database))
         transport = self._transport
         if transport is None:

@@ -173,6 +173,43 @@ async def test_a_password_user_and_database_in_the_url_are_used(real_redis: str,
         await plain.execute_command("ACL", "DELUSER", "linktest")
 
 
+@pytest.mark.parametrize("form", ["path", "query"])
+async def test_the_database_and_password_are_read_from_the_url_as_redis_py_reads_them(
+    real_redis: str, plain: aioredis.Redis, form: str
+) -> None:
+    """redis-py takes `?db=` and `?password=` as well as `/5` and `:pw@`: the scripts must write where it reads."""
+    await plain.config_set("requirepass", "s3cret")
+    try:
+        base = real_redis.rsplit("/", 1)[0]
+        url = (base.replace("redis://", "redis://:s3cret@") + "/5" if form == "path"
+               else base + "/?db=5&password=s3cret")
+        link = ScriptLink(url)
+        reader = aioredis.Redis.from_url(url)
+        try:
+            await link.register_script("return redis.call('SET', 'written-by-the-link', 1)")()
+            assert await reader.get("written-by-the-link") == b"1"
+            await reader.delete("written-by-the-link")
+        finally:
+            await link.aclose()
+            await reader.aclose()
+    finally:
+        admin = aioredis.Redis.from_url(base.replace("redis://", "redis://:s3cret@"))
+        await admin.config_set("requirepass", "")
+        await admin.aclose()
+
+
+async def test_a_unix_socket_url_with_a_database_uses_it(unix_socket_redis: Path) -> None:
+    url = f"unix://{unix_socket_redis}?db=3"
+    link = ScriptLink(url)
+    reader = aioredis.Redis.from_url(url)
+    try:
+        await link.register_script("return redis.call('SET', 'written-by-the-link', 1)")()
+        assert await reader.get("written-by-the-link") == b"1"
+    finally:
+        await link.aclose()
+        await reader.aclose()
+
+
 async def test_no_redis_listening_is_a_connection_error(real_redis: str) -> None:
     link = ScriptLink(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(RedisConnectionError):
