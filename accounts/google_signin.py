@@ -40,8 +40,7 @@ class GoogleConfig:
 
 @dataclass(frozen=True, slots=True)
 class GoogleAccount:
-    email: str
-    name: str
+    email: str  # lower-cased: one person, one user
 
 
 class GoogleSignIn:
@@ -72,8 +71,7 @@ class GoogleSignIn:
         domain = email.rsplit("@", 1)[1].lower()
         if self._domains and domain not in self._domains:
             raise SignInRefused(403, f"Accounts of {domain} may not sign in here.")
-        name = claims.get("name")
-        return GoogleAccount(email.lower(), name if isinstance(name, str) else "")
+        return GoogleAccount(email.lower())
 
 
 @dataclass(frozen=True, slots=True)

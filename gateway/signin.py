@@ -194,8 +194,7 @@ async def _google(signin: SignIn, credential: str) -> dict[str, Any]:
     if not credential.strip():
         raise SignInRefused(400, "Send the Google ID token as `credential`.")
     account = await anyio.to_thread.run_sync(signin.google.verify, credential.strip())
-    token, expires_at = await _session_for(signin, "google", account.email, account.name or account.email,
-                                           email=account.email)
+    token, expires_at = await _session_for(signin, "google", account.email, account.email, email=account.email)
     return {"token": token, "email": account.email, "expires_at": expires_at}
 
 
