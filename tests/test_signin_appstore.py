@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import jwt
@@ -70,6 +71,23 @@ def test_a_purchase_becomes_a_session_whose_calls_are_counted_on_its_user(start_
     # Without an appAccountToken, the original transaction id names the person.
     other = sign_in(gateway, chain.sign(appAccountToken=None, originalTransactionId="2000000555"))
     assert jwt.decode(other.json()["token"], JWT_SECRET, algorithms=["HS256"])["sub"] != user
+
+
+def test_concurrent_first_sign_ins_of_one_person_make_one_user(start_gateway, store_url, chain, tmp_path):
+    env = app_store_env(chain, tmp_path, SIGNIN_PER_MINUTE="0")
+    gateways = [start_gateway(**env), start_gateway(**env)] if store_url else [start_gateway(**env)]
+    person = "5b8c3f0e-0000-4000-8000-000000000077"
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda n: sign_in(gateways[n % len(gateways)], chain.sign(appAccountToken=person)),
+                                range(8)))
+    assert [r.status_code for r in replies] == [200] * 8
+    users = {jwt.decode(r.json()["token"], JWT_SECRET, algorithms=["HS256"])["sub"] for r in replies}
+    assert len(users) == 1
+    # A session made through one process is good in every other.
+    token = replies[0].json()["token"]
+    for gateway in gateways:
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT,
+                          headers={"authorization": f"Bearer {token}"}).status_code == 200
 
 
 @pytest.mark.parametrize(("overrides", "says"), [
