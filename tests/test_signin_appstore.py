@@ -120,12 +120,14 @@ def test_a_tampered_or_foreign_signature_is_401(start_gateway, chain, tmp_path):
     assert sign_in(no_oid_gateway, no_oid.sign()).status_code == 401
 
 
-def test_xcode_purchases_pass_only_when_allowed(start_gateway, chain, tmp_path):
+def test_xcode_purchases_pass_only_when_allowed_and_the_operator_is_warned(start_gateway, chain, tmp_path, caplog):
     unsigned = jwt.encode({"bundleId": BUNDLE_ID, "environment": "Xcode", "originalTransactionId": "1",
                            "signedDate": 1, "expiresDate": 99_999_999_999_999}, "not-apple" * 4, algorithm="HS256")
     assert sign_in(start_gateway(**app_store_env(chain, tmp_path)), unsigned).status_code == 401
+    assert "APP_STORE_ALLOW_XCODE" not in caplog.text
     allowing = start_gateway(**app_store_env(chain, tmp_path, APP_STORE_ALLOW_XCODE="true"))
     assert sign_in(allowing, unsigned).status_code == 200
+    assert "APP_STORE_ALLOW_XCODE=true" in caplog.text and "WITHOUT any signature check" in caplog.text
 
 
 def test_a_legacy_receipt_is_looked_up_on_the_app_store_server_api(start_gateway, chain, tmp_path):
