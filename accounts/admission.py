@@ -43,7 +43,7 @@ class AccountRefusal(Exception):
 
     def __init__(self, kind: str, message: str, *, retry_after_sec: float | None = None, limit: int = 0) -> None:
         super().__init__(message)
-        self.kind = kind  # unknown | disabled | expired | ip_limit | banned | limited | quota
+        self.kind = kind  # unknown | revoked | disabled | expired | ip_limit | banned | limited | quota
         self.message = message
         self.retry_after_sec = retry_after_sec
         self.limit = limit  # the limit that refused it ("limited" only)
@@ -96,6 +96,8 @@ class Admission:
     def _refusal(self, verdict: str, rest: list[Any], family: str) -> AccountRefusal:
         if verdict == "unknown":
             return AccountRefusal(verdict, "This user token is not valid.")
+        if verdict == "revoked":
+            return AccountRefusal(verdict, "This session has ended: sign in again.")
         if verdict == "disabled":
             reason = _text(rest[0]) or "no reason was given"
             return AccountRefusal(verdict, f"This user token has been disabled: {reason}")

@@ -16,7 +16,8 @@
 -- Chosen at run time, so not in KEYS (same prefix): the user's hash and address set
 -- ({prefix}user:{id}, {prefix}user:{id}:ips), the limiter's keys of the bucket and of the
 -- caller ({prefix}limit:{identity}:min|hour|image|block|strikes).
--- ARGV[1]  token: sha256 hex of the user token ("" for an anonymous caller)
+-- ARGV[1]  token: sha256 hex of the user token, or "session:{user id}:{generation}" for a session
+--          (accounts/sessions.py), or "" for an anonymous caller
 -- ARGV[2]  address: the client's address
 -- ARGV[3]  family: the request's model family
 -- ARGV[4]  reserve: tokens to reserve against the user's quota (prompt estimate + maximum output)
@@ -33,6 +34,7 @@
 --
 -- Returns {"ok", identity, reserved} when admitted (identity: "user:{id}" or "anon"), else one of
 --   {"unknown"}                             no user has this token
+--   {"revoked"}                             a session whose user is gone or whose sessions were revoked
 --   {"disabled", reason}                    an admin disabled the user
 --   {"expired", expires_at}                 a temporary user past its end
 --   {"ip_limit", disabled}                  a new address past the user's limit (disabled: 1 if it was banned for it)
@@ -57,11 +59,18 @@ local identity, striker = 'anon', 'ip:' .. a.address
 local per_minute, per_hour, ban_after = a.anon_minute, a.anon_hour, a.anon_ban_after
 
 if a.token ~= '' then
-  uid = redis.call('HGET', KEYS[1], a.token)
+  -- sessions (accounts/sessions.py): "session:{id}:{generation}" names its user, no index look-up
+  local session_uid, session_gen = string.match(a.token, '^session:(%x+):(%d+)$')
+  uid = session_uid or redis.call('HGET', KEYS[1], a.token)
   if not uid then return {'unknown'} end
   user = prefix .. 'user:' .. uid
-  local u = redis.call('HMGET', user, 'token_hash', 'type', 'disabled_at', 'disabled_reason', 'expires_at', 'max_ips')
-  if u[1] ~= a.token then return {'unknown'} end  -- deleted or rotated, its old index entry not yet gone
+  local u = redis.call('HMGET', user, 'token_hash', 'type', 'disabled_at', 'disabled_reason', 'expires_at', 'max_ips',
+    'session_gen')
+  if session_uid then
+    -- revoked: the user is gone, or an admin bumped its generation after this session was made
+    if not u[1] or tonumber(session_gen) < (tonumber(u[7]) or 0) then return {'revoked'} end
+  -- sessions: end
+  elseif u[1] ~= a.token then return {'unknown'} end  -- deleted or rotated, its old index entry not yet gone
   if u[3] and u[3] ~= '' then return {'disabled', u[4] or ''} end
   local expires = tonumber(u[5]) or 0
   if u[2] == 'temporary' and expires > 0 and expires <= now then return {'expired', expires} end

@@ -11,6 +11,9 @@
     {prefix}limit:{identity}:block STR   set while the identity is blocked, expiring when the block ends (PX)
     {prefix}limit:{identity}:strikes STR blocked requests so far; at the ban threshold the identity is banned
     {prefix}bans                   HASH  identity -> "{ms}|{reason}": banned until an admin lifts it
+    {prefix}signin_logins          HASH  "{method}:{subject}" -> user id: who signed in with Apple or Google
+                                         (subject: appAccountToken / original transaction id, or the email)
+    {prefix}signin_limit:{address} ZSET  attempt id -> time (ms): sign-in attempts from an address in the last minute
 
 A user hash holds:
     id, token_hash (sha256 hex; the token itself is never stored), token_hint (its last 4 characters), nickname,
@@ -21,7 +24,9 @@ A user hash holds:
     quota:{family} (token limit, 0: unlimited), refresh:{family} (amount a refresh restores; absent: to the limit),
     used:{family} (tokens counted against the quota, reservations included),
     input:{family}, output:{family} (tokens upstream reported, for the usage report),
-    meta (JSON object: what an import carried that poolgate does not use, kept for the next export).
+    meta (JSON object: what an import carried that poolgate does not use, kept for the next export),
+    session_gen (sessions made before this generation are revoked; absent: 0), signin (app_store | google: how
+    a user made by signing in signed in), email (Google sign-in).
 
 An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller. The limiter counts all
 anonymous callers in one bucket, "anon"; their strikes and bans fall on the address ("ip:{address}").
@@ -79,3 +84,11 @@ class AccountsSchema:
     @property
     def bans(self) -> str:
         return f"{self.prefix}bans"
+
+    # --- signin (accounts/sessions.py, accounts/signin_users.py) ---
+    @property
+    def signin_logins(self) -> str:
+        return f"{self.prefix}signin_logins"
+
+    def signin_limit(self, address: str) -> str:
+        return f"{self.prefix}signin_limit:{address}"

@@ -9,6 +9,7 @@
     POST   /admin/users/{id}/enable          also lifts the rate limiter's ban on the user
     POST   /admin/users/{id}/rotate-token    a new token, this once; the old one stops working at once
     POST   /admin/users/{id}/refresh-quota
+    POST   /admin/users/{id}/revoke-sessions  every session token of the user stops working at once
 
 Bodies are read here so a bad one gets 400 naming the field. No answer holds a
 token or a token hash, except the one-time token of create and rotate-token and
@@ -27,6 +28,7 @@ from litestar.params import FromPath
 
 from accounts.import_export import ImportProblem, apply_import, export_document, read_import
 from accounts.schema import AccountsSchema
+from accounts.sessions import SessionBook
 from accounts.users import MAX_REASON_CHARS, SORTS, USER_TYPES, UserBook, UserInputError, checked_text, read_user_fields
 from gateway.admin import AdminController, AdminError, require_admin
 from gateway.settings import Settings
@@ -173,6 +175,17 @@ class UsersController(Controller):
         uid = _known_id(user_id)
         if not await _book(request).refresh_quota(uid):
             raise _not_found()
+        return {"user": await _view(request, uid)}
+
+    @post("/{user_id:str}/revoke-sessions", status_code=200)
+    async def revoke_sessions(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
+        """End every session (sign-in or admin-made) of the user at once; its user token is untouched."""
+        uid = _known_id(user_id)
+        services = request.app.state.admin_services
+        book = SessionBook(services.store, AccountsSchema(services.settings.redis_prefix))
+        if await book.revoke(uid) is None:
+            raise _not_found()
+        log.info("admin API: revoked the sessions of user %s", uid)
         return {"user": await _view(request, uid)}
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger("poolgate.admission")
 _GENERATING = frozenset({"chat/completions", "completions", "responses", "messages"})
 _REFUSAL_KINDS = {
     "unknown": "authentication", "disabled": "user_refused", "expired": "user_refused", "ip_limit": "user_refused",
-    "banned": "banned", "limited": "rate_limited", "quota": "quota_exceeded",
+    "revoked": "authentication", "banned": "banned", "limited": "rate_limited", "quota": "quota_exceeded",
 }
 
 
@@ -74,7 +74,7 @@ class AdmissionStage:
                 reservation: Reservation = await asyncio.shield(admitting)
             except AccountRefusal as refusal:
                 note_admission(call.family, refusal.kind)
-                raise _error(refusal) from None
+                raise _error(refusal, identity.session_method) from None
             note_admission(call.family, "admitted", reservation.tokens if reservation.user_key else 0)
             async with reservation:
                 if reservation.identity.startswith("user:"):
@@ -128,7 +128,9 @@ def _release_when_admitted(admitting: asyncio.Future[Reservation]) -> None:
         _in_background(admitting.result().release())
 
 
-def _error(refusal: AccountRefusal) -> GatewayError:
+def _error(refusal: AccountRefusal, session_method: str = "") -> GatewayError:
+    if refusal.kind == "revoked" and session_method == "app_store":  # Pico's clients sign in again on 407
+        return GatewayError("session_expired", refusal.message)
     headers: tuple[tuple[bytes, bytes], ...] = ()
     if refusal.kind == "limited" and refusal.retry_after_sec is not None:
         reset = max(1, math.ceil(refusal.retry_after_sec))

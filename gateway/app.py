@@ -49,11 +49,13 @@ from gateway.routing import resolve_route
 from gateway.script_link import open_script_runner
 from gateway.settings import Settings, refresh_cron
 from gateway.shutdown import STOP_WITHIN_SEC, within
+from gateway.signin import AdminSessionsController, SignIn, build_signin, signin_routes
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
+from web.login import login_route
 from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
 
@@ -74,13 +76,15 @@ class PoolgateApp:
         self.quota_refresh: InProcessQuotaRefresh | None = None
         self._pipeline: ProxyPipeline | None = None
         self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
+        self.signin: SignIn | None = None  # sessions and sign-in (gateway/signin.py), built at start-up
         self._observer = RequestObserver(Tally())  # counts and times each proxied request (gateway/metrics.py)
         self.metrics: MetricsStore | None = None
         self._clients: dict[str, UpstreamClient] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
             openapi_config=ADMIN_OPENAPI_CONFIG,
-            route_handlers=[health, *status_routes, metrics_route], lifespan=[self._lifespan], debug=False,
+            route_handlers=[health, *status_routes, metrics_route, *signin_routes, login_route],
+            lifespan=[self._lifespan], debug=False,
             logging_config=None,
             # A wrong path is told the base URLs to use; a store that does not answer is a 503, never a bare 500.
             exception_handlers={NotFoundException: not_found_here, RedisError: _store_unavailable},
@@ -90,6 +94,7 @@ class PoolgateApp:
         self.litestar.register(UsersController)  # and for users (gateway/admin_users.py)
         self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
+        self.litestar.register(AdminSessionsController)  # sessions handed out by an admin (gateway/signin.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
@@ -131,6 +136,7 @@ class PoolgateApp:
         # a Redis restart each pooled connection fails its next command once (tests/test_store_repopulation.py).
         self.front_door = await build_front_door(s, self.store)
         self.litestar.state.policy_blocks = self.front_door.blocks
+        self.signin = build_signin(s, self.store)
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
         self.key_registration = KeyRegistration(self.store, self.pool, keys, s.redis_prefix)
@@ -180,7 +186,7 @@ class PoolgateApp:
         )
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
-            gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key),
+            gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key, self.signin.sessions),
             admission=AdmissionStage(
                 Admission(
                     self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),

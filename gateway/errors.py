@@ -18,6 +18,8 @@ ANTHROPIC = "anthropic"
 _KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "invalid_request": (400, "invalid_request_error", None, "invalid_request_error"),
     "authentication": (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
+    # an App Store session expired or revoked: Pico's clients sign in again (gateway/gatekeeper.py)
+    "session_expired": (407, "invalid_request_error", "session_expired", "authentication_error"),
     "permission": (403, "permission_error", "endpoint_not_allowed", "permission_error"),
     "user_refused": (403, "permission_error", "user_token_refused", "permission_error"),
     "banned": (403, "permission_error", "banned", "permission_error"),

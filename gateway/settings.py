@@ -20,7 +20,7 @@ from accounts.legacy_families import legacy_quota_settings
 from catalog.families import known_families
 from gateway.policy_settings import policy_problems
 
-GATEKEEPERS = ("none", "proxy_key", "user_token")
+GATEKEEPERS = ("none", "proxy_key", "user_token", "app_store", "google")
 
 
 class ConfigError(Exception):
@@ -64,8 +64,8 @@ class Settings:
     )
     gatekeeper: str = _setting(
         "GATEKEEPER", "none",
-        "Who may use the proxy: `none` (anyone), `proxy_key` (one shared password) or `user_token` (each user "
-        "their own token)",
+        "Who may use the proxy: `none` (anyone), or any of `proxy_key` (one shared password), `user_token` (each "
+        "user their own token), `app_store` and `google` (sessions from signing in), comma-separated",
     )
     proxy_key: str = _setting("PROXY_KEY", "", "The shared password when `GATEKEEPER=proxy_key`", secret=True)
     admin_key: str = _setting(
@@ -353,6 +353,59 @@ class Settings:
         "Redis Sentinel addresses, comma-separated `host:port`; `REDIS_URL`'s host is then the master's name "
         "(`redis://:password@mymaster/0`)",
     )
+    # --- signin: sessions, App Store, Google ---
+    jwt_secret: str = _setting(
+        "JWT_SECRET", "", "Secret signing session tokens (HS256, at least 32 characters); sessions need it",
+        secret=True, aliases=("JWTPrivateKey", "AIPROXY_TOKEN_SECRET"),
+    )
+    session_ttl_sec: int = _setting("SESSION_TTL_SEC", 43200, "How long a session token from signing in is valid")
+    app_bundle_id: str = _setting(
+        "APP_BUNDLE_ID", "", "Your app's bundle id; App Store sign-in accepts only its purchases",
+        aliases=("appBundleId",),
+    )
+    app_apple_id: int = _setting(
+        "APP_APPLE_ID", 0, "Your app's Apple id (a number); needed to accept production purchases",
+        aliases=("appAppleId",),
+    )
+    app_team_id: str = _setting(
+        "APP_TEAM_ID", "", "Pico's team id, read so its `.env` works unchanged; verification does not need it",
+        aliases=("appTeamId",),
+    )
+    apple_root_certs_dir: str = _setting(
+        "APPLE_ROOT_CERTS_DIR", "", "Folder of Apple root certificates (DER `.cer`); unset: the ones shipped "
+        "(`accounts/apple_roots`)",
+    )
+    app_store_online_checks: bool = _setting(
+        "APP_STORE_ONLINE_CHECKS", True, "Ask Apple (OCSP) whether the certificates signing a purchase were revoked",
+    )
+    app_store_allow_xcode: bool = _setting(
+        "APP_STORE_ALLOW_XCODE", False, "Accept Xcode and local-testing purchases, which carry no Apple signature "
+        "(development only: anyone can forge them)",
+    )
+    app_store_api_url: str = _setting(
+        "APP_STORE_API_URL", "", "App Store Server API base URL for receipt look-ups; unset: Apple's, per environment",
+    )
+    iap_private_key: str = _setting(
+        "IAP_PRIVATE_KEY", "", "App Store Connect API key (.p8 PEM; `\\n`-escaped on one line is fine), to look up "
+        "legacy receipts", secret=True, aliases=("IAPPrivateKey",),
+    )
+    iap_key_id: str = _setting("IAP_KEY_ID", "", "Id of that App Store Connect API key", aliases=("IAPKeyId",))
+    iap_issuer_id: str = _setting(
+        "IAP_ISSUER_ID", "", "Issuer id of that App Store Connect API key", aliases=("IAPIssuerId",),
+    )
+    google_client_id: str = _setting(
+        "GOOGLE_CLIENT_ID", "", "OAuth client id of your Google sign-in; Google ID tokens must be issued for it",
+    )
+    google_allowed_domains: tuple[str, ...] = _setting(
+        "GOOGLE_ALLOWED_DOMAINS", (), "Email domains that may sign in with Google, comma-separated; unset: any",
+    )
+    google_certs_url: str = _setting(
+        "GOOGLE_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs",
+        "Where Google's token-signing certificates are fetched (cached as Google's Cache-Control says)",
+    )
+    signin_per_minute: int = _setting(
+        "SIGNIN_PER_MINUTE", 10, "Sign-in attempts (App Store, Google) one address may make in any 60 s (0: no limit)",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -420,9 +473,11 @@ class Settings:
 
     def _problems(self) -> list[str]:
         problems = []
-        if self.gatekeeper not in GATEKEEPERS:
-            problems.append(f"GATEKEEPER={self.gatekeeper!r} is not one of: {', '.join(GATEKEEPERS)}")
-        if self.gatekeeper == "proxy_key" and not self.proxy_key:
+        unknown_modes = [m for m in self.gatekeeper_modes if m not in GATEKEEPERS]
+        if unknown_modes or not self.gatekeeper_modes or ("none" in self.gatekeeper_modes
+                                                          and len(self.gatekeeper_modes) > 1):
+            problems.append(f"GATEKEEPER={self.gatekeeper!r} is not `none` or some of: {', '.join(GATEKEEPERS[1:])}")
+        if "proxy_key" in self.gatekeeper_modes and not self.proxy_key:
             problems.append("GATEKEEPER=proxy_key needs PROXY_KEY (the password clients send)")
         if not self.proxy_endpoint_route.startswith("/") or self.proxy_endpoint_route.rstrip("/") in ("", "/v1"):
             problems.append(f"PROXY_ENDPOINT_ROUTE={self.proxy_endpoint_route!r} must be a path like /proxy")
@@ -501,6 +556,37 @@ class Settings:
             except ValueError as error:
                 problems.append(f"PAGE_BODY {error}")
         problems.extend(self._account_problems())
+        problems.extend(self._signin_problems())
+        return problems
+
+    @property
+    def gatekeeper_modes(self) -> frozenset[str]:
+        """GATEKEEPER as the set of modes it names (`user_token,google` -> both)."""
+        return frozenset(m.strip() for m in self.gatekeeper.split(",") if m.strip())
+
+    def _signin_problems(self) -> list[str]:
+        problems = []
+        modes = self.gatekeeper_modes
+        if (modes & {"app_store", "google"} or self.jwt_secret) and len(self.jwt_secret) < 32:
+            problems.append("JWT_SECRET must be at least 32 characters; GATEKEEPER=app_store or google needs it (it "
+                            "signs sessions): `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        if "app_store" in modes and not self.app_bundle_id:
+            problems.append("GATEKEEPER=app_store needs APP_BUNDLE_ID (your app's bundle id)")
+        if "app_store" in modes:
+            from accounts.apple_roots import apple_root_certificates
+
+            if not apple_root_certificates(self.apple_root_certs_dir):
+                problems.append(f"GATEKEEPER=app_store needs Apple's root certificates, and APPLE_ROOT_CERTS_DIR="
+                                f"{self.apple_root_certs_dir!r} holds no .cer file: download AppleRootCA-G3.cer from "
+                                "https://www.apple.com/certificateauthority/")
+        if "google" in modes and not self.google_client_id:
+            problems.append("GATEKEEPER=google needs GOOGLE_CLIENT_ID (your Google sign-in's OAuth client id)")
+        if self.session_ttl_sec <= 0 or self.signin_per_minute < 0 or self.app_apple_id < 0:
+            problems.append("SESSION_TTL_SEC must be positive; SIGNIN_PER_MINUTE and APP_APPLE_ID 0 or more")
+        for name in ("GOOGLE_CERTS_URL", "APP_STORE_API_URL"):
+            url = getattr(self, name.lower())
+            if url and not url.startswith(("http://", "https://")):
+                problems.append(f"{name}={url!r} must start with http:// or https://")
         return problems
 
     def _account_problems(self) -> list[str]:
