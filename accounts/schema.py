@@ -11,6 +11,10 @@
     {prefix}limit:{identity}:block STR   set while the identity is blocked, expiring when the block ends (PX)
     {prefix}limit:{identity}:strikes STR blocked requests so far; at the ban threshold the identity is banned
     {prefix}bans                   HASH  identity -> "{ms}|{reason}": banned until an admin lifts it
+    --- money (issue 13; micro-dollars, integers) ---
+    {prefix}budgets                HASH  "user:{id}" | email | "@{domain}" | "*" -> monthly budget (0: none)
+    {prefix}user:{id}:holds        ZSET  "{request}|{micro-dollars}" -> expiry (ms): cost reserved by requests in flight
+    {prefix}usage_events           STREAM one entry per settled request, moved to the usage database (group "movers")
 
 A user hash holds:
     id, token_hash (sha256 hex; the token itself is never stored), token_hint (its last 4 characters), nickname,
@@ -22,6 +26,8 @@ A user hash holds:
     used:{family} (tokens counted against the quota, reservations included),
     input:{family}, output:{family} (tokens upstream reported, for the usage report),
     meta (JSON object: what an import carried that poolgate does not use, kept for the next export).
+    cost:{YYYY-MM}, requests:{YYYY-MM} (the budget month's spend in micro-dollars and requests settled),
+    email (optional: its budget is looked up by it and by its @domain).
 
 An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller. The limiter counts all
 anonymous callers in one bucket, "anon"; their strikes and bans fall on the address ("ip:{address}").
@@ -79,3 +85,15 @@ class AccountsSchema:
     @property
     def bans(self) -> str:
         return f"{self.prefix}bans"
+
+    # --- money (issue 13) ---
+    @property
+    def budgets(self) -> str:
+        return f"{self.prefix}budgets"
+
+    def user_holds(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}:holds"
+
+    @property
+    def usage_events(self) -> str:
+        return f"{self.prefix}usage_events"

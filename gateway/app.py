@@ -22,9 +22,11 @@ from litestar.exceptions import NotFoundException
 from redis.exceptions import RedisError
 
 from accounts.admission import Admission, LimiterPolicy
+from accounts.budgets import BudgetPolicy, HoldKeeper, set_budgets
 from accounts.refresh import InProcessQuotaRefresh
 from accounts.schema import AccountsSchema
 from accounts.users import UserBook
+from catalog.prices import PriceBook, load_overrides
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
@@ -72,6 +74,7 @@ class PoolgateApp:
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
         self.quota_refresh: InProcessQuotaRefresh | None = None
+        self.hold_keeper: HoldKeeper | None = None  # renews this process's cost reservations (accounts/budgets.py)
         self._pipeline: ProxyPipeline | None = None
         self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
         self._observer = RequestObserver(Tally())  # counts and times each proxied request (gateway/metrics.py)
@@ -178,16 +181,22 @@ class PoolgateApp:
             upstream_retries=s.upstream_retries,
             max_key_attempts=s.max_key_attempts,
         )
+        # Money (issue 13): prices per model, the budget table, and the keeper of cost reservations.
+        admission = Admission(
+            self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
+            max_ips=s.max_ips_per_user, max_ips_auto_ban=s.max_ips_auto_ban,
+            quota_refresh_cron=refresh_cron(s.quota_refresh_period) or "",
+            budgets=BudgetPolicy(s.monthly_budget_usd, s.budget_time_zone, s.lease_ttl_sec),
+        )
+        await set_budgets(self.store, AccountsSchema(s.redis_prefix).budgets, s.budget_table())
+        self.hold_keeper = admission.hold_keeper
+        self.hold_keeper.start()
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
             gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key),
             admission=AdmissionStage(
-                Admission(
-                    self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
-                    max_ips=s.max_ips_per_user, max_ips_auto_ban=s.max_ips_auto_ban,
-                    quota_refresh_cron=refresh_cron(s.quota_refresh_period) or "",
-                ),
-                self.dispatch, default_output_tokens=s.quota_default_output_tokens,
+                admission, self.dispatch, default_output_tokens=s.quota_default_output_tokens,
+                prices=PriceBook(load_overrides(s.prices_override), s.unknown_model_policy),
             ),
             relay=relay,
             max_request_bytes=s.max_request_bytes,
@@ -237,6 +246,8 @@ class PoolgateApp:
             await within(deadline, "the queues", self.queues.stop())
         if self.dispatch is not None:
             await within(deadline, "the lease keeper", self.dispatch.keeper.stop())
+        if self.hold_keeper is not None:
+            await within(deadline, "the cost reservations' keeper", self.hold_keeper.stop())
         for name, client in self._clients.items():
             await within(deadline, f"the {name} upstream client", client.aclose())
         if self.dispatch is not None and self.dispatch.scripts is not self.store:
