@@ -91,7 +91,7 @@ def test_prices_override_may_be_yaml(tmp_path):
 def test_an_override_without_input_and_output_is_a_clear_error(tmp_path):
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"my-model": {"input": 1}}))
-    with pytest.raises(ValueError, match="my-model.*needs at least `input` and `output`"):
+    with pytest.raises(ValueError, match=r"my-model.*needs at least `input` and `output`"):
         load_overrides(str(path))
 
 
