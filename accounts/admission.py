@@ -136,9 +136,9 @@ class Admission:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(resets_at / 1000))
             return AccountRefusal(
                 verdict,
-                f"Monthly budget exceeded: ${micro_to_usd(spent):.4f} spent this month of a "
-                f"${micro_to_usd(budget):.2f} budget (${micro_to_usd(held):.4f} more held by requests in flight), "
-                f"and this request may cost up to ${micro_to_usd(cost):.4f}. The budget resets at {when}.",
+                f"Monthly budget exceeded: {_usd(spent)} spent this month of a {_usd(budget)} budget "
+                f"({_usd(held)} more held by requests in flight), and this request may cost up to {_usd(cost)}. "
+                f"The budget resets at {when}.",
                 retry_after_sec=max(resets_at / 1000 - time.time(), 1.0),
             )
         if verdict == "unpriced":
@@ -155,6 +155,13 @@ class Admission:
             f"{reserve} (its prompt and its maximum output).{when}",
             retry_after_sec=refresh_at - time.time() if refresh_at else None,
         )
+
+
+def _usd(micro: int) -> str:
+    """$1.50, $0.0042, $0.000013: cents when that says it, otherwise as many digits as it takes."""
+    text = f"{micro_to_usd(micro):.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _text(value: Any) -> str:

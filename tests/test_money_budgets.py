@@ -70,7 +70,7 @@ def test_over_budget_is_429_budget_exceeded_saying_spend_budget_and_reset_in_eac
         openai.OpenAI(base_url=gateway.url + "/v1", api_key=token, max_retries=0).chat.completions.create(**CHAT)
     assert caught.value.body["code"] == "budget_exceeded"
     message = caught.value.body["message"]
-    assert "$0.0000 spent this month of a $0.00 budget" in message
+    assert "$0.00 spent this month of a $0.000001 budget" in message
     assert "resets at" in message and "-01 00:00 UTC" in message  # midnight on the 1st
     assert int(caught.value.response.headers["retry-after"]) > 0
     with pytest.raises(anthropic.RateLimitError) as refused:
