@@ -22,7 +22,8 @@ def test_a_request_with_a_monthly_budget_that_finds_a_free_key_costs_two_round_t
     user_id, token = make_user(gateway)
 
     def ask(n: int) -> None:
-        reply = httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {token}"})
+        reply = httpx.post(gateway.url + "/v1/chat/completions", json=CHAT,
+                           headers={"authorization": f"Bearer {token}"})
         assert reply.status_code == 200
         assert reply.headers["monthlyRequests"] == str(n)  # budgeted, costed and counted
         assert wait_for(lambda: user_record(gateway, user_id)[f"requests:{month_now()}"] == str(n))
