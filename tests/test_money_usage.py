@@ -122,7 +122,7 @@ class MoverKilled(Exception):
 
 
 class _DiesAfterReading(UsageDatabase):
-    def __init__(self, db: UsageDatabase, *, write_first: bool) -> None:  # noqa: D107 - a test double
+    def __init__(self, db: UsageDatabase, *, write_first: bool) -> None:
         self.__dict__.update(db.__dict__)
         self._write_first = write_first
 
