@@ -224,3 +224,17 @@ def test_poolgate_worker_moves_usage_events_into_the_database(usage_gateway, sto
                    timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = open_usage_database(str(db)).report(_everything())
     assert sorted(r["cost"] for r in rows) == sorted(round(c * 1_000_000) for c in costs)
+
+
+@pytest.mark.parametrize("show", [True, False], ids=["SHOW_SPEND=true", "SHOW_SPEND=false"])
+def test_the_status_page_shows_the_months_spend_only_with_show_spend(usage_gateway, show):
+    gateway = usage_gateway(SHOW_SPEND=str(show).lower())
+    _, token = make_user(gateway)
+    costs = _served(gateway, token, model="gpt-4o", n=3)
+    status = httpx.get(gateway.url + "/status").json()
+    html = httpx.get(gateway.url + "/").text
+    if show:
+        assert status["month_spend_usd"] == pytest.approx(sum(costs), abs=1e-6)
+        assert f'${sum(costs):.2f}</span><span class="label">spent this month' in html
+    else:
+        assert "month_spend_usd" not in status and "spent this month" not in html
