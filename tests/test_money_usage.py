@@ -4,6 +4,7 @@ PostgreSQL, none lost when a mover dies), `GET /usage` for the admin, `GET /usag
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import shutil
@@ -157,7 +158,9 @@ def test_records_older_than_the_retention_are_deleted(tmp_path):
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    binaries = [shutil.which(name) or f"/usr/local/bin/{name}" for name in ("initdb", "pg_ctl")]
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"))  # Debian's postgresql keeps them off PATH
+    binaries = [shutil.which(name) or os.path.join(debian[-1] if debian else "/usr/local/bin", name)
+                for name in ("initdb", "pg_ctl")]
     if not all(os.path.exists(b) for b in binaries):
         pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (.ci/run installs postgresql)")
     initdb, pg_ctl = binaries
