@@ -201,3 +201,15 @@ def test_two_gateway_processes_on_one_redis_never_overspend_a_budget_together(st
     results = _race([first, second], token)
     assert wait_for(lambda: user_record(first, user_id).get(f"requests:{month_now()}") == "10")
     _assert_ten_served_and_spend_within_budget(results, second, user_id, budget)
+
+
+def test_anonymous_callers_replies_carry_their_cost_and_the_months_anonymous_use(start_gateway):
+    gateway = start_gateway(OPENAI_KEY="sk-real-openai-key-1234")  # GATEKEEPER=none: nobody's budget
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="anything", max_retries=0)
+    costs = []
+    for n in (1, 2):
+        raw = client.chat.completions.with_raw_response.create(**CHAT)
+        costs.append(cost_micro("gpt-4o-mini", raw.parse().usage.model_dump()))
+        assert float(raw.headers["cost"]) == pytest.approx(usd(costs[-1]), abs=1e-6)
+        assert float(raw.headers["monthlyCost"]) == pytest.approx(usd(sum(costs)), abs=1e-6)
+        assert raw.headers["monthlyRequests"] == str(n)
