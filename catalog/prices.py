@@ -146,6 +146,11 @@ def library_rates(model: str, provider: str, at: datetime | None = None) -> Rate
     except LookupError:
         raise UnknownModelPrice(model) from None
     prices = info.get_prices(at or datetime.now(UTC))
+    if getattr(prices, "input_mtok", None) is None and getattr(prices, "output_mtok", None) is None and any(
+            value is not None for value in vars(prices).values()):
+        # Priced by the audio hour or the character (whisper-1, tts-1): units poolgate does not count, so it
+        # is a model with no known price (UNKNOWN_MODEL_POLICY), never a free one. No price at all is free.
+        raise UnknownModelPrice(model)
     return _from_library(info.id, prices)
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 
-from catalog.prices import PriceBook, library_rates, load_overrides
+from catalog.prices import PriceBook, UnknownModelPrice, library_rates, load_overrides
 
 # (model, provider, input tokens INCLUDING cache tokens, cache reads, cache writes, output tokens, USD by hand)
 HAND_COMPUTED = [
@@ -54,7 +54,10 @@ def test_every_bundled_openai_and_anthropic_model_costs_what_the_price_library_s
         for model in provider.models:
             if model.id.startswith("ft:"):
                 continue  # fine-tunes: the library does not match its own ids for them
-            rates = library_rates(model.id, provider.id)
+            try:
+                rates = library_rates(model.id, provider.id)
+            except UnknownModelPrice:  # priced by the hour or the character: refused, tested below
+                continue
             for _ in range(5):
                 inp = randomness.choice([10, 5_000, 199_999, 200_001, 300_000, 1_100_000])
                 read, write = randomness.randint(0, inp // 2), randomness.randint(0, inp // 3)
@@ -101,3 +104,10 @@ def test_unknown_models_follow_the_unknown_model_policy():
     estimate = PriceBook(unknown_model_policy="estimate").rates("no-such-model", "openai")
     dearest_known = library_rates("o1-pro", "openai")  # never undercharged: at least the dearest model's price
     assert estimate.cost_micro(1_000, 1_000) >= dearest_known.cost_micro(1_000, 1_000)
+
+
+def test_models_priced_in_units_poolgate_does_not_count_are_unknown_not_free():
+    book = PriceBook(unknown_model_policy="refuse")
+    assert book.rates("whisper-1", "openai") is None  # by the audio hour
+    assert book.rates("tts-1", "openai") is None  # by the character
+    assert book.rates("omni-moderation-latest", "openai").cost_micro(10**6, 0) == 0  # genuinely free
