@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accounts.budgets import BudgetPolicy, HoldKeeper, micro_to_usd
 from accounts.refresh import next_refresh_at
 from accounts.reservation import Reservation
 from accounts.schema import AccountsSchema
 
 _HERE = Path(__file__).parent
+_MONTH_LUA = _HERE.parent / "dispatch" / "month.lua"  # the budget month, as settlement counts it
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class AccountRefusal(Exception):
 
     def __init__(self, kind: str, message: str, *, retry_after_sec: float | None = None, limit: int = 0) -> None:
         super().__init__(message)
-        self.kind = kind  # unknown | revoked | disabled | expired | ip_limit | banned | limited | quota
+        self.kind = kind  # unknown | revoked | disabled | expired | ip_limit | banned | limited | quota | budget | unpriced
         self.message = message
         self.retry_after_sec = retry_after_sec
         self.limit = limit  # the limit that refused it ("limited" only)
@@ -54,12 +56,14 @@ class Admission:
 
     def __init__(
         self, scripts: Any, store: Any, schema: AccountsSchema, limiter: LimiterPolicy, *, max_ips: int = 0,
-        max_ips_auto_ban: bool = False, quota_refresh_cron: str = "",
+        max_ips_auto_ban: bool = False, quota_refresh_cron: str = "", budgets: BudgetPolicy | None = None,
     ) -> None:
         self.schema = schema
         self.limiter = limiter
         self._store = store
-        self._script = scripts.register_script((_HERE / "admit.lua").read_text())
+        self._script = scripts.register_script(_MONTH_LUA.read_text() + "\n" + (_HERE / "admit.lua").read_text())
+        self.budgets = budgets or BudgetPolicy()
+        self.hold_keeper = HoldKeeper(store, self.budgets.hold_ttl_sec)  # started with the app (gateway/app.py)
         self._max_ips = max_ips
         self._auto_ban = max_ips_auto_ban
         self._quota_refresh_cron = quota_refresh_cron  # said in a quota refusal: when the quota comes back
@@ -77,20 +81,31 @@ class Admission:
         return bool(token_hash) or self.limiter.enabled
 
     async def admit(
-        self, token_hash: str, address: str, family: str, reserve: int, *, image: bool = False,
+        self, token_hash: str, address: str, family: str, reserve: int, *, image: bool = False, cost_reserve: int = 0,
     ) -> Reservation:
-        """Admit the request and reserve `reserve` tokens of the user's quota, or raise AccountRefusal."""
+        """Admit the request and reserve `reserve` tokens of the user's quota, or raise AccountRefusal.
+
+        `cost_reserve`: the most the request may cost (micro-dollars), reserved against the user's monthly
+        budget; -1 when its model has no known price (refused for a user with a budget).
+        """
         result = await self._script(
             keys=self._keys,
             args=[token_hash, address, family, max(int(reserve), 0), secrets.token_hex(8),
-                  self.limiter.image_per_minute if image else 0, *self._settings_args],
+                  self.limiter.image_per_minute if image else 0, *self._settings_args,
+                  cost_reserve, self.budgets.default_micro, self.budgets.offset_sec(),
+                  int(self.budgets.hold_ttl_sec * 1000)],
         )
         verdict = _text(result[0])
         if verdict == "ok":
             identity = _text(result[1])
-            user_key = self.schema.user(identity.removeprefix("user:")) if identity.startswith("user:") else ""
+            user_id = identity.removeprefix("user:") if identity.startswith("user:") else ""
+            user_key = self.schema.user(user_id) if user_id else ""
             special = len(result) > 3 and int(result[3]) == 1  # exempt from quotas, limits and the proxy's caps
-            return Reservation(self._store, identity, user_key, family, int(result[2]), special=special)
+            reservation = Reservation(self._store, identity, user_key, family, int(result[2]), special=special)
+            if len(result) > 6:  # the money block ran (a user): their month so far, and any cost reserved
+                reservation.hold_cost(self.schema.user_holds(user_id), _text(result[4]), self.hold_keeper)
+                reservation.month_cost, reservation.month_requests = int(result[5]), int(result[6])
+            return reservation
         raise self._refusal(verdict, result[1:], family)
 
     def _refusal(self, verdict: str, rest: list[Any], family: str) -> AccountRefusal:
@@ -118,6 +133,20 @@ class Admission:
                 verdict, f"Rate limited: this proxy allows {limit} {per}. Try again in {retry_sec:.0f} s.",
                 retry_after_sec=retry_sec, limit=limit,
             )
+        if verdict == "budget":
+            spent, budget, held, cost, resets_at = (int(v) for v in rest[:5])
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(resets_at / 1000))
+            return AccountRefusal(
+                verdict,
+                f"Monthly budget exceeded: {_usd(spent)} spent this month of a {_usd(budget)} budget "
+                f"({_usd(held)} more held by requests in flight), and this request may cost up to {_usd(cost)}. "
+                f"The budget resets at {when}.",
+                retry_after_sec=max(resets_at / 1000 - time.time(), 1.0),
+            )
+        if verdict == "unpriced":
+            return AccountRefusal(
+                verdict, "This model has no known price, so it cannot be charged to your monthly budget. "
+                         "Ask the admin to price it (PRICES_OVERRIDE).")
         quota, used, reserve = (int(v) for v in rest[:3])
         refresh_at = next_refresh_at(self._quota_refresh_cron, time.time()) if self._quota_refresh_cron else None
         when = f" It refreshes at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(refresh_at))}." if refresh_at \
@@ -128,6 +157,13 @@ class Admission:
             f"{reserve} (its prompt and its maximum output).{when}",
             retry_after_sec=refresh_at - time.time() if refresh_at else None,
         )
+
+
+def _usd(micro: int) -> str:
+    """$1.50, $0.0042, $0.000013: cents when that says it, otherwise as many digits as it takes."""
+    text = f"{micro_to_usd(micro):.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _text(value: Any) -> str:

@@ -31,6 +31,12 @@
 -- ARGV[15..16]  minute_block_ms, hour_block_ms      how long going over a limit blocks
 -- ARGV[17] max_ips: the default address limit of a user without their own max_ips (0: none)
 -- ARGV[18] auto_ban: 1 when a user over the address limit is disabled
+-- Money (issue 13; budget_month() from dispatch/month.lua is prepended):
+-- ARGV[19] cost_reserve: micro-dollars this request may cost at most (-1: its model has no known price)
+-- ARGV[20] default_budget: MONTHLY_BUDGET_USD in micro-dollars (0: no default budget)
+-- ARGV[21] tz_offset: seconds BUDGET_TIME_ZONE is ahead of UTC now
+-- ARGV[22] hold_ms: how long a cost reservation lives unless renewed (LEASE_TTL_SEC)
+-- Chosen at run time: the budget table ({prefix}budgets) and the user's holds ({prefix}user:{id}:holds).
 --
 -- Returns {"ok", identity, reserved} when admitted (identity: "user:{id}" or "anon"), else one of
 --   {"unknown"}                             no user has this token
@@ -41,6 +47,11 @@
 --   {"banned", identity, since, reason}     banned until an admin lifts it
 --   {"limited", retry_ms, limit, window}    over a limit (window: minute | hour | image); retry_ms until it may ask
 --   {"quota", quota, used, reserve}         the reservation does not fit the family's quota
+--   {"budget", spent, budget, held, reserve, resets_at}  the month's spend + holds + this request's worst case
+--                                           is over the user's monthly budget (micro-dollars; resets_at ms)
+--   {"unpriced"}                            a user with a budget asked for a model with no known price
+-- An admitted user's reply also carries [5] hold (the cost reservation's member, "" for none),
+-- [6] the month's spend and [7] its requests so far (for the reply's monthlyCost / monthlyRequests).
 
 local a = {
   token = ARGV[1], address = ARGV[2], family = ARGV[3], reserve = tonumber(ARGV[4]), request = ARGV[5],
@@ -139,11 +150,45 @@ if a.limiter and not special then
 end
 
 local reserved = 0
+local money = nil
 if user then
   local quota_field, used_field = 'quota:' .. a.family, 'used:' .. a.family
   local q = redis.call('HMGET', user, quota_field, used_field)
   local quota, used = tonumber(q[1]) or 0, tonumber(q[2]) or 0
   if not special and quota > 0 and used + a.reserve > quota then return {'quota', quota, used, a.reserve} end
+  -- >>> money: the monthly budget, checked and reserved in this same step (issue 13) >>>
+  money = {reserve = tonumber(ARGV[19]) or 0, hold_ms = tonumber(ARGV[22]) or 60000, hold = ''}
+  money.month, money.resets_at = budget_month(now, tonumber(ARGV[21]) or 0)
+  money.holds = user .. ':holds'
+  local figures = redis.call('HMGET', user, 'cost:' .. money.month, 'requests:' .. money.month, 'email')
+  money.spent, money.requests = tonumber(figures[1]) or 0, tonumber(figures[2]) or 0
+  -- The budget: the user's own, their email's, their domain's, everyone's ('*'), else the default.
+  local email = figures[3] or ''
+  local domain = string.match(email, '(@.+)$') or ''
+  local found = redis.call('HMGET', prefix .. 'budgets', 'user:' .. uid, email ~= '' and email or '-',
+                           domain ~= '' and domain or '-', '*')
+  local budget = tonumber(ARGV[20]) or 0  -- 0: no budget (as a quota of 0 is none)
+  for i = 1, 4 do
+    if found[i] then budget = tonumber(found[i]) or budget; break end
+  end
+  if not special and budget > 0 then
+    if money.reserve < 0 then return {'unpriced'} end
+    -- Holds of processes that died expire (store clock): what they reserved is free again.
+    redis.call('ZREMRANGEBYSCORE', money.holds, '-inf', now)
+    local held = 0
+    for _, member in ipairs(redis.call('ZRANGE', money.holds, 0, -1)) do
+      held = held + (tonumber(string.match(member, '|(%d+)$')) or 0)
+    end
+    if money.spent + held + money.reserve > budget then
+      return {'budget', money.spent, budget, held, money.reserve, money.resets_at}
+    end
+    if money.reserve > 0 then
+      money.hold = a.request .. '|' .. money.reserve
+      redis.call('ZADD', money.holds, now + money.hold_ms, money.hold)
+      redis.call('PEXPIRE', money.holds, money.hold_ms * 2)
+    end
+  end
+  -- <<< money <<<
   reserved = a.reserve
   redis.call('HINCRBY', user, used_field, reserved)
   redis.call('HSET', user, 'last_used_at', now)
@@ -156,4 +201,5 @@ for _, w in ipairs(windows) do
     redis.call('PEXPIRE', w[1], w[2])
   end
 end
+if money then return {'ok', identity, reserved, special and 1 or 0, money.hold, money.spent, money.requests} end
 return {'ok', identity, reserved, special and 1 or 0}

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accounts.budgets import HoldKeeper
 
 log = logging.getLogger("poolgate.accounts")
 _RELEASE = (Path(__file__).parent / "release.lua").read_text()
@@ -31,12 +34,32 @@ class Reservation:
         self.family = family
         self.tokens = tokens
         self.done = not user_key  # nothing to give back for a caller without a quota
+        # Money (accounts/budgets.py): the cost reserved against the monthly budget, and the month so far.
+        self.holds_key = ""
+        self.hold = ""  # "{request}|{micro-dollars}" in holds_key; "" when no cost was reserved
+        self.month_cost = -1  # micro-dollars spent this budget month before this request (-1: unknown)
+        self.month_requests = -1
+        self._keeper: HoldKeeper | None = None
+
+    def hold_cost(self, holds_key: str, hold: str, keeper: HoldKeeper) -> None:
+        """The cost reservation admission made: kept alive while this request runs, dropped when it ends."""
+        self.holds_key, self.hold = holds_key, hold
+        if hold:
+            self._keeper = keeper
+            keeper.hold(holds_key, hold)
+
+    def drop_hold(self) -> None:
+        """Stop renewing the cost reservation (settlement or release removes it from the store)."""
+        if self._keeper is not None:
+            self._keeper.drop(self.holds_key, self.hold)
+            self._keeper = None
 
     def claim(self) -> Reservation | None:
         """For settlement: this reservation, once; None when it was already settled or released."""
         if self.done:
             return None
         self.done = True
+        self.drop_hold()
         return self
 
     async def release(self) -> None:
@@ -44,7 +67,9 @@ class Reservation:
         if self.claim() is None:
             return
         try:
-            await asyncio.shield(self._store.eval(_RELEASE, 1, self.user_key, f"used:{self.family}", self.tokens))
+            await asyncio.shield(self._store.eval(
+                _RELEASE, 2, self.user_key, self.holds_key or self.user_key, f"used:{self.family}", self.tokens,
+                self.hold))
         except Exception as error:  # counted high, never lost: the next quota refresh sets it right
             log.error("could not hand back a reservation of %s: %s", self.identity, type(error).__name__)
 

@@ -14,6 +14,10 @@
     {prefix}signin_logins          HASH  "{method}:{subject}" -> user id: who signed in with Apple or Google
                                          (subject: appAccountToken / original transaction id, or the email)
     {prefix}signin_limit:{address} ZSET  attempt id -> time (ms): sign-in attempts from an address in the last minute
+    --- money (issue 13; micro-dollars, integers) ---
+    {prefix}budgets                HASH  "user:{id}" | email | "@{domain}" | "*" -> monthly budget (0: none)
+    {prefix}user:{id}:holds        ZSET  "{request}|{micro-dollars}" -> expiry (ms): cost reserved by requests in flight
+    {prefix}usage_events           STREAM one entry per settled request, moved to the usage database (group "movers")
 
 A user hash holds:
     id, token_hash (sha256 hex; the token itself is never stored), token_hint (its last 4 characters), nickname,
@@ -27,6 +31,9 @@ A user hash holds:
     meta (JSON object: what an import carried that poolgate does not use, kept for the next export),
     session_gen (sessions made before this generation are revoked; absent: 0), signin (app_store | google: how
     a user made by signing in signed in), email (Google sign-in).
+    meta (JSON object: what an import carried that poolgate does not use, kept for the next export).
+    cost:{YYYY-MM}, requests:{YYYY-MM} (the budget month's spend in micro-dollars and requests settled),
+    email (optional: its budget is looked up by it and by its @domain).
 
 An identity is "user:{id}" for a user, "ip:{address}" for an anonymous caller. The limiter counts all
 anonymous callers in one bucket, "anon"; their strikes and bans fall on the address ("ip:{address}").
@@ -92,3 +99,14 @@ class AccountsSchema:
 
     def signin_limit(self, address: str) -> str:
         return f"{self.prefix}signin_limit:{address}"
+    # --- money (issue 13) ---
+    @property
+    def budgets(self) -> str:
+        return f"{self.prefix}budgets"
+
+    def user_holds(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}:holds"
+
+    @property
+    def usage_events(self) -> str:
+        return f"{self.prefix}usage_events"

@@ -19,7 +19,7 @@ from bench import report as reporting
 from bench.suite import FULL, SMOKE, run_suite
 
 PHASES = ("non_streaming", "streaming", "many_streams", "queue", "queue_concurrency", "pool_size", "accounts",
-          "token_counting", "translation")
+          "token_counting", "translation", "budgets")
 
 
 def main(argv: list[str] | None = None) -> int:

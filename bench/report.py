@@ -87,6 +87,7 @@ def checks(report: dict[str, Any]) -> list[Check]:
     held = report.get("many_streams")
     queue = report.get("queue")
     accounts = report.get("accounts")
+    budgets = report.get("budgets")
     pool = report.get("pool_size")
     ms = "{:.2f} ms".format
     return [
@@ -112,6 +113,8 @@ def checks(report: dict[str, Any]) -> list[Check]:
                lambda v: v >= 0.85, "{:.0%}".format),
         _check("pool size: 2,000 keys' throughput vs 2 keys'", "≥ 80%", pool and pool["ratio"],
                lambda v: v >= 0.80, "{:.0%}".format),
+        _check("monthly budgets on: throughput vs off", "≥ 85%", budgets and budgets["ratio"],
+               lambda v: v >= 0.85, "{:.0%}".format),
     ]
 
 
@@ -133,9 +136,10 @@ def problems(report: dict[str, Any]) -> list[str]:
     for size, result in (_get(report, "pool_size", "sizes") or {}).items():
         if result["errors"] or not result["requests_per_sec"]:
             found.append(f"pool size {size}: {result['errors']} errors ({result['first_error']})")
-    for name, result in (_get(report, "accounts", "targets") or {}).items():
-        if result["errors"] or not result["requests_per_sec"]:
-            found.append(f"accounts: {name} answered {result['errors']} errors ({result['first_error']})")
+    for phase in ("accounts", "budgets"):
+        for name, result in (_get(report, phase, "targets") or {}).items():
+            if result["errors"] or not result["requests_per_sec"]:
+                found.append(f"{phase}: {name} answered {result['errors']} errors ({result['first_error']})")
     limited = report.get("queue_concurrency")
     if limited and (limited["client_errors"] or not limited["offered"]):
         found.append(f"queue with concurrency-limited keys: {limited['client_errors']} client errors")
@@ -195,6 +199,7 @@ def markdown(report: dict[str, Any], plot_name: str | None) -> str:
     lines += _concurrency_section(report.get("queue_concurrency"))
     lines += _pool_size_section(report.get("pool_size"))
     lines += _accounts_section(report.get("accounts"))
+    lines += _budgets_section(report.get("budgets"))
     lines += _token_counting_section(report.get("token_counting"))
     lines += _translation_section(report.get("translation"))
     found = problems(report)
@@ -381,6 +386,21 @@ def _accounts_section(phase: dict[str, Any] | None) -> list[str]:
                 [[names.get(name, name), f"{r['requests_per_sec']:,.0f}", _ms(r["in_flight_32"], "p50"),
                   _ms(r["in_flight_32"], "p99"), str(r["errors"])] for name, r in phase["targets"].items()]),
         "", f"With user tokens, the limiter and a quota: {phase['ratio']:.0%} of the plain gateway's requests/s."
+        if phase["ratio"] else "", "",
+    ]
+
+
+def _budgets_section(phase: dict[str, Any] | None) -> list[str]:
+    if not phase:
+        return []
+    names = {"budgets_off": "poolgate, user tokens, no budget", "budgets_on": "poolgate, user tokens, a monthly budget"}
+    return [
+        "## Monthly budgets on the hot path", "",
+        "Both gateways 1 worker on the same core, same Redis, 32 in flight, interleaved rounds (median).", "",
+        *_table(["server", "requests/s", "p50 @32", "p99 @32", "errors"],
+                [[names.get(name, name), f"{r['requests_per_sec']:,.0f}", _ms(r["in_flight_32"], "p50"),
+                  _ms(r["in_flight_32"], "p99"), str(r["errors"])] for name, r in phase["targets"].items()]),
+        "", f"With a monthly budget: {phase['ratio']:.0%} of the same gateway's requests/s without one."
         if phase["ratio"] else "", "",
     ]
 

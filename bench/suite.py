@@ -14,6 +14,7 @@
    poolgate with one shared password.
 8. Token counting: `bench.token_counting`, 1k- and 100k-token prompts with counting on and off.
 9. Translation: `bench.translation`, the same calls native and translated through one poolgate.
+10. Budgets: `bench.budgets_cost`, poolgate with user tokens with and without a monthly budget.
 
 Every number that compares two servers is taken in the same run.
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 from bench import litellm_proxy
 from bench.accounts_cost import measure_accounts_cost
+from bench.budgets_cost import measure_budgets_cost
 from bench.load import closed_loop, many_streams, request_bytes, stream_one_by_one, summary_ms
 from bench.pool_size import measure_pool_size
 from bench.queue_quality import measure_concurrency_limited, measure_queue_quality
@@ -246,7 +248,7 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
             if isinstance(litellm_python, Path):
                 report["litellm_version"] = litellm_proxy.version_of(litellm_python)
         if only & {"non_streaming", "streaming", "many_streams", "pool_size", "accounts", "token_counting",
-                   "translation"}:
+                   "translation", "budgets"}:
             redis = services.redis()
         if "non_streaming" in only:
             report["non_streaming"] = non_streaming(plan, services, redis, litellm_python, log)
@@ -260,6 +262,9 @@ def run_suite(plan: Plan, *, litellm: bool, only: set[str], cache_dir: Path, log
         if "accounts" in only:
             report["accounts"] = measure_accounts_cost(plan.rounds, plan.seconds_at_32, services, redis, POOL_KEYS,
                                                        chat_body(), MODEL_FAMILY, log)
+        if "budgets" in only:
+            report["budgets"] = measure_budgets_cost(plan.rounds, plan.seconds_at_32, services, redis, POOL_KEYS,
+                                                     chat_body(), MODEL_FAMILY, log)
         if "token_counting" in only:
             report["token_counting"] = measure_token_counting(services, redis, POOL_KEYS, plan.requests_at_1 // 4,
                                                               log)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,27 @@ from keypool.pool import OVER_QUOTA, REVOKED
 from keypool.scripts import script_source
 
 _HERE = Path(__file__).parent
+# Usage events kept in the store at most (about): the mover drains them (accounts/usage_mover.py); a mover down
+# for long loses the oldest past this rather than filling the store's memory.
+EVENTS_MAX = 1_000_000
+
+
+@dataclass(slots=True)
+class SettleMoney:
+    """A counted settlement's money (issue 13): what goes in, and the month's figures that come back.
+
+    `cost` (micro-dollars) replaces the cost reservation `hold` made at admission (in `holds_key`);
+    `event` is the usage record appended to the events stream. After the call, `month_cost` and
+    `month_requests` hold the month's totals of whoever was served (-1: not counted).
+    """
+
+    cost: int
+    event: dict[str, str]
+    tz_offset: int = 0
+    holds_key: str = ""
+    hold: str = ""
+    month_cost: int = field(default=-1)
+    month_requests: int = field(default=-1)
 # Additive increase of a key's learned concurrency per reply served at it: ten such replies
 # try one more request at once. Slow, because each probe past the true limit costs a 429.
 LIMIT_STEP = 0.1
@@ -62,7 +84,8 @@ class Dispatcher:
         # The hot path's scripts may run over a leaner link than the store (gateway/script_link.py).
         self.scripts = scripts if scripts is not None else redis
         self._lease_script = self.scripts.register_script(script_source("lease_key.lua", _HERE))
-        self._settle_script = self.scripts.register_script(script_source("settle_lease.lua", _HERE))
+        self._settle_script = self.scripts.register_script(
+            (_HERE / "month.lua").read_text() + "\n" + script_source("settle_lease.lua", _HERE))
         self.keeper = LeaseKeeper(redis, pool.schema.leases, lease_ttl_sec)
         # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
         self.on_retired: Callable[[str, str], Awaitable[None]] | None = None
@@ -116,12 +139,14 @@ class Dispatcher:
         estimated: bool = False,
         account: str = "",
         reserved: int = 0,
+        money: SettleMoney | None = None,
     ) -> str | None:
         """Give the lease back, record usage and what the attempt taught about the key. One round trip.
 
         `estimated`: the usage was counted by the gateway because upstream's own report never came.
         `account`: the user hash the usage is counted to, whose `used:{family}` holds `reserved` tokens
         set aside at admission; with counted usage, they are corrected to it in the same step.
+        `money`: with counted usage, its cost and usage event are recorded in the same step too.
         """
         self.keeper.drop(lease.lease_id)
         counted = usage is not None
@@ -151,6 +176,11 @@ class Dispatcher:
             "family": family,
             "account": bool(account) and counted,
             "reserved": reserved,
+            "cost": money.cost if money is not None else 0,
+            "hold": money.hold if money is not None else "",
+            "tz_offset": money.tz_offset if money is not None else 0,
+            "event": [x for kv in money.event.items() for x in kv] if money is not None else ["key", lease.key_id],
+            "events_max": EVENTS_MAX,
         }
         status = await self._settle_script(
             keys=[
@@ -161,11 +191,15 @@ class Dispatcher:
                 self.pool.schema.active_identities,
                 q.queued_families,
                 q.tickets,
-                *([account] if account and counted else []),
+                self.pool.schema.prefix + "usage_events",  # accounts/schema.py: AccountsSchema.usage_events
+                *([account, money.holds_key if money is not None and money.holds_key else account + ":holds"]
+                  if account and counted else []),
             ],
             args=[msgspec.json.encode(details)],  # json.dumps's compact form byte for byte, at a tenth of its CPU
         )
-        new_status = _text(status) if status else None
+        if money is not None:
+            money.month_cost, money.month_requests = int(status[2]), int(status[3])
+        new_status = _text(status[0]) or None
         if outcome in (OVER_QUOTA, REVOKED) and new_status == outcome and self.on_retired is not None:
             await self.on_retired(lease.key_id, outcome)
         return new_status

@@ -15,7 +15,9 @@
 -- KEYS[5]  identities recently served        ({prefix}active)
 -- KEYS[6]  families with a queue             ({prefix}queued)
 -- KEYS[7]  ticket expiry set                 ({prefix}tickets)
--- KEYS[8]  (with `account`) the user's hash   ({prefix}user:{id})
+-- KEYS[8]  the usage events stream          ({prefix}usage_events)
+-- KEYS[9]  (with `account`) the user's hash   ({prefix}user:{id})
+-- KEYS[10] (with `account`) the user's cost reservations ({prefix}user:{id}:holds)
 -- Chosen at run time, so not in KEYS (same prefix): the queue of each family in KEYS[6]
 -- ({prefix}queue:{family}) and the candidate sets the key is filed in.
 -- ARGV[1]  one JSON object, so caller and script cannot drift apart:
@@ -39,11 +41,18 @@
 --   account        true when the usage is a user's (KEYS[8]): their count for the family is corrected
 --                  from the tokens reserved at admission to what was served, never below zero
 --   reserved       tokens reserved at admission (with account)
+--   Money (issue 13; budget_month() from dispatch/month.lua is prepended; micro-dollars):
+--   cost           what the request cost, priced from its usage (catalog/prices.py)
+--   hold           the cost reservation made at admission ("" for none): removed, replaced by `cost`
+--   tz_offset      seconds BUDGET_TIME_ZONE is ahead of UTC now (which month the cost counts in)
+--   event          with counted usage, the usage record to append to KEYS[8] (flat field/value list;
+--                  the store's time is added as `time`), trimmed to about `events_max` entries
 --
 -- A released key wakes the ticket at the head of each queue it can serve, so
 -- exactly one waiter per family tries to claim it: no polling, no herd.
 --
--- Returns the key's status after the update.
+-- Returns {the key's status after the update ("" for a key gone), cost, the month's spend and requests
+-- of whoever was served (-1 when not counted)}.
 
 local a = cjson.decode(ARGV[1])
 local now = store_now()
@@ -68,19 +77,46 @@ if a.counted then
     if a.estimated then redis.call('HINCRBY', h, 'estimated_prompts', 1) end
   end
 end
-if a.account and redis.call('EXISTS', KEYS[8]) == 1 then
+if a.account and redis.call('EXISTS', KEYS[9]) == 1 then
   local served = a.input_tokens + a.output_tokens
-  local used = redis.call('HINCRBY', KEYS[8], 'used:' .. a.family, served - a.reserved)
-  if used < 0 then redis.call('HSET', KEYS[8], 'used:' .. a.family, 0) end
-  redis.call('HINCRBY', KEYS[8], 'input:' .. a.family, a.input_tokens)
-  redis.call('HINCRBY', KEYS[8], 'output:' .. a.family, a.output_tokens)
-  redis.call('HINCRBY', KEYS[8], 'prompt_count', 1)
+  local used = redis.call('HINCRBY', KEYS[9], 'used:' .. a.family, served - a.reserved)
+  if used < 0 then redis.call('HSET', KEYS[9], 'used:' .. a.family, 0) end
+  redis.call('HINCRBY', KEYS[9], 'input:' .. a.family, a.input_tokens)
+  redis.call('HINCRBY', KEYS[9], 'output:' .. a.family, a.output_tokens)
+  redis.call('HINCRBY', KEYS[9], 'prompt_count', 1)
 end
+-- >>> money: the cost replaces the reservation; per user, key, family and month; the usage event >>>
+local spend = {0, -1, -1}
+if a.counted then
+  local month = budget_month(now, a.tz_offset)
+  local cost_field = 'cost:' .. month
+  spend[1] = a.cost
+  for _, h in ipairs({KEYS[3], KEYS[4]}) do
+    redis.call('HINCRBY', h, cost_field, a.cost)
+    redis.call('HINCRBY', h, 'cost', a.cost)
+  end
+  if status then redis.call('HINCRBY', KEYS[1], cost_field, a.cost) end
+  if a.account then
+    if a.hold ~= '' then redis.call('ZREM', KEYS[10], a.hold) end
+    if redis.call('EXISTS', KEYS[9]) == 1 then
+      spend[2] = redis.call('HINCRBY', KEYS[9], cost_field, a.cost)
+      spend[3] = redis.call('HINCRBY', KEYS[9], 'requests:' .. month, 1)
+    end
+  else  -- anonymous callers: one shared month
+    spend[2] = redis.call('HINCRBY', KEYS[4], 'anon_' .. cost_field, a.cost)
+    spend[3] = redis.call('HINCRBY', KEYS[4], 'anon_requests:' .. month, 1)
+  end
+  local event = a.event
+  table.insert(event, 'time')
+  table.insert(event, tostring(now))
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', a.events_max, '*', unpack(event))
+end
+-- <<< money <<<
 if a.identity ~= '' then
   redis.call('ZADD', KEYS[5], now, a.identity)
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 3600000)
 end
-if not status then return false end
+if not status then return {'', spend[1], spend[2], spend[3]} end
 
 local outcome = a.outcome
 if status ~= 'disabled' then
@@ -161,4 +197,4 @@ if status == 'active' or status == 'cooling_down' then
   end
 end
 
-return status
+return {status, spend[1], spend[2], spend[3]}

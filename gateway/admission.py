@@ -15,6 +15,11 @@ together. The lease tried is handed to the relay (`call.first_lease`) when the
 call is admitted; when admission refuses (the rare path) it is handed straight back.
 
 With no user token and the limiter off, nothing is asked of the store here.
+
+Money (issue 13): every call gets its `Bill` here (the model's rates, looked
+up once per model), and a user's call reserves its worst-case cost (its
+counted prompt and maximum output at the model's price) against their monthly
+budget in admission's same script; 429 `budget_exceeded` when it does not fit.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 
 from accounts.admission import AccountRefusal, Admission
 from accounts.reservation import Reservation
+from accounts.usage_record import Bill
+from catalog.prices import FREE, PriceBook
 from catalog.tokens import BYTES_PER_TOKEN
 from dispatch import Dispatcher
 from gateway.errors import GatewayError
@@ -42,14 +49,19 @@ _GENERATING = frozenset({"chat/completions", "completions", "responses", "messag
 _REFUSAL_KINDS = {
     "unknown": "authentication", "disabled": "user_refused", "expired": "user_refused", "ip_limit": "user_refused",
     "revoked": "authentication", "banned": "banned", "limited": "rate_limited", "quota": "quota_exceeded",
+    "budget": "budget_exceeded", "unpriced": "model_not_priced",
 }
 
 
 class AdmissionStage:
-    def __init__(self, accounts: Admission, dispatcher: Dispatcher, *, default_output_tokens: int) -> None:
+    def __init__(
+        self, accounts: Admission, dispatcher: Dispatcher, *, default_output_tokens: int,
+        prices: PriceBook | None = None,
+    ) -> None:
         self._accounts = accounts
         self._dispatch = dispatcher
         self._default_output = default_output_tokens
+        self._prices = prices or PriceBook(unknown_model_policy="free")
 
     @asynccontextmanager
     async def admit(self, call: UpstreamCall, identity: Identity) -> AsyncIterator[None]:
@@ -58,16 +70,21 @@ class AdmissionStage:
         The reservation is handed back when the block ends unless settlement corrected it first;
         the lease tried alongside, unless the relay took it.
         """
+        rates = self._prices.rates(call.model, call.provider) if call.model else FREE  # a models list costs nothing
+        call.bill = Bill.start(call.model or "", call.family, rates, self._accounts.budgets.offset_sec())
         if identity.kind == "admin" or not self._accounts.needed(identity.token_hash):
             call.exempt_from_caps = identity.kind == "admin"
             yield
             return
+        tokens = self.estimate(call)
+        prompt = tokens - self._output_allowed(call)
+        cost_reserve = rates.worst_case_micro(prompt, tokens - prompt) if rates is not None else -1
         # The lease attempt is a task started now; admission's script is written first, in this turn of the
         # event loop, and the lease's in the task's first step, before the link flushes: one write for both.
         call.first_lease = asyncio.ensure_future(self._dispatch.lease_key(call.provider, call.family))
         admitting = asyncio.ensure_future(self._accounts.admit(
-            identity.token_hash, identity.address, call.family, self.estimate(call),
-            image=call.endpoint == "images/generations",
+            identity.token_hash, identity.address, call.family, tokens,
+            image=call.endpoint == "images/generations", cost_reserve=cost_reserve,
         ))
         try:
             try:
@@ -80,6 +97,7 @@ class AdmissionStage:
                 if reservation.identity.startswith("user:"):
                     call.identity = reservation.identity
                 call.reservation = reservation
+                call.bill.month_cost, call.bill.month_requests = reservation.month_cost, reservation.month_requests
                 call.exempt_from_caps = reservation.special
                 yield
         finally:
@@ -92,10 +110,12 @@ class AdmissionStage:
     def estimate(self, call: UpstreamCall) -> int:
         """Tokens to reserve: the prompt as the request policy counted it (else estimated from the body's
         size, ~4 bytes a token, which overestimates a JSON body), plus the most output the request allows."""
-        output = call.max_output if call.max_output is not None else \
-            self._default_output if call.endpoint in _GENERATING else 0
         prompt = call.prompt_tokens or math.ceil(len(call.body) / BYTES_PER_TOKEN)
-        return prompt + output
+        return prompt + self._output_allowed(call)
+
+    def _output_allowed(self, call: UpstreamCall) -> int:
+        return call.max_output if call.max_output is not None else \
+            self._default_output if call.endpoint in _GENERATING else 0
 
     async def _hand_back(self, leasing: asyncio.Future[KeyLease], family: str) -> None:
         """Give back, uncounted, the lease tried alongside admission: now, or when it arrives."""

@@ -22,9 +22,12 @@ from litestar.exceptions import NotFoundException
 from redis.exceptions import RedisError
 
 from accounts.admission import Admission, LimiterPolicy
+from accounts.budgets import BudgetPolicy, HoldKeeper, set_budgets
 from accounts.refresh import InProcessQuotaRefresh
 from accounts.schema import AccountsSchema
+from accounts.usage_mover import UsageLedger
 from accounts.users import UserBook
+from catalog.prices import PriceBook, load_overrides
 from dispatch import Dispatcher
 from gateway import __version__
 from gateway.admin import ADMIN_OPENAPI_CONFIG, AdminController
@@ -52,6 +55,7 @@ from gateway.shutdown import STOP_WITHIN_SEC, within
 from gateway.signin import AdminSessionsController, SignIn, build_signin, signin_routes
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
+from gateway.usage_routes import UsageController
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
@@ -74,6 +78,8 @@ class PoolgateApp:
         self.key_registration: KeyRegistration | None = None
         self.queues: FamilyQueues | None = None
         self.quota_refresh: InProcessQuotaRefresh | None = None
+        self.hold_keeper: HoldKeeper | None = None  # renews this process's cost reservations (accounts/budgets.py)
+        self.usage_mover: UsageLedger | None = None  # the usage records: moved from the store, read by GET /usage
         self._pipeline: ProxyPipeline | None = None
         self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
         self.signin: SignIn | None = None  # sessions and sign-in (gateway/signin.py), built at start-up
@@ -95,6 +101,7 @@ class PoolgateApp:
         self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.litestar.register(AdminSessionsController)  # sessions handed out by an admin (gateway/signin.py)
+        self.litestar.register(UsageController)  # the usage report, GET /usage and /usage/me (gateway/usage_routes.py)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
@@ -184,16 +191,26 @@ class PoolgateApp:
             upstream_retries=s.upstream_retries,
             max_key_attempts=s.max_key_attempts,
         )
+        # Money (issue 13): prices per model, the budget table, and the keeper of cost reservations.
+        admission = Admission(
+            self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
+            max_ips=s.max_ips_per_user, max_ips_auto_ban=s.max_ips_auto_ban,
+            quota_refresh_cron=refresh_cron(s.quota_refresh_period) or "",
+            budgets=BudgetPolicy(s.monthly_budget_usd, s.budget_time_zone, s.lease_ttl_sec),
+        )
+        await set_budgets(self.store, AccountsSchema(s.redis_prefix).budgets, s.budget_table())
+        self.hold_keeper = admission.hold_keeper
+        self.hold_keeper.start()
+        self.usage_mover = UsageLedger(self.store, AccountsSchema(s.redis_prefix).usage_events, s.usage_db_path,
+                                       s.usage_database_url, s.usage_retention_days)
+        if s.store_is_embedded:  # with Redis, `poolgate worker` moves them (gateway/worker.py)
+            self.usage_mover.start()
         self._pipeline = ProxyPipeline(
             endpoint_filter=EndpointFilter(s.extra_allowed_endpoints),
             gatekeeper=Gatekeeper(s.gatekeeper, s.proxy_key, s.admin_key, self.signin.sessions),
             admission=AdmissionStage(
-                Admission(
-                    self.dispatch.scripts, self.store, AccountsSchema(s.redis_prefix), limiter_policy(s),
-                    max_ips=s.max_ips_per_user, max_ips_auto_ban=s.max_ips_auto_ban,
-                    quota_refresh_cron=refresh_cron(s.quota_refresh_period) or "",
-                ),
-                self.dispatch, default_output_tokens=s.quota_default_output_tokens,
+                admission, self.dispatch, default_output_tokens=s.quota_default_output_tokens,
+                prices=PriceBook(load_overrides(s.prices_override), s.unknown_model_policy),
             ),
             relay=relay,
             max_request_bytes=s.max_request_bytes,
@@ -243,6 +260,10 @@ class PoolgateApp:
             await within(deadline, "the queues", self.queues.stop())
         if self.dispatch is not None:
             await within(deadline, "the lease keeper", self.dispatch.keeper.stop())
+        if self.hold_keeper is not None:
+            await within(deadline, "the cost reservations' keeper", self.hold_keeper.stop())
+        if self.usage_mover is not None:
+            await within(deadline, "the usage mover", self.usage_mover.stop())
         for name, client in self._clients.items():
             await within(deadline, f"the {name} upstream client", client.aclose())
         if self.dispatch is not None and self.dispatch.scripts is not self.store:

@@ -7,6 +7,12 @@ upstream's connection is closed and the key settled on any exit. Every reply
 says how long it waited in the queue (`x-queue-wait-ms`; an SSE comment for a
 stream whose headers went out while it waited).
 
+Every reply also carries its money (AI Proxy's headers, `accounts.usage_record`):
+a whole reply is settled before it is sent, so its headers say `cost`,
+`monthlyCost` and `monthlyRequests`; a stream's headers go out before its cost
+is known, so they carry the month as it stood at admission, and the stream
+ends with an SSE comment giving the request's cost and the month after it.
+
 A stream that ends before upstream reported its usage (the client left,
 upstream broke off) is counted from what was relayed, and marked as estimated
 (`gateway.settlement`); complete streams never pay for that.
@@ -48,10 +54,11 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
     shown = body if call.translation is None else call.translation.reply(body)  # into the client's format
     if call.listed_families and reply.status == 200:  # ALLOWED_MODEL_FAMILIES: a models list shows only those
         shown = listed_models_only(body, call.provider, call.listed_families)
-    try:
-        await link.send_complete(reply.status, reply.headers, scrubber_for(reply.lease.secret).scrub(shown))
-    finally:  # upstream answered whole: its usage counts even if the client left while we wrote
-        await _settle(reply, call, provider.usage_from_body(body))
+    # Upstream answered whole: settled before the reply is written, so its headers carry the cost, and its
+    # usage counts even if the client leaves while we write.
+    await _settle(reply, call, provider.usage_from_body(body))
+    money = call.bill.headers() if call.bill is not None else []
+    await link.send_complete(reply.status, reply.headers + money, scrubber_for(reply.lease.secret).scrub(shown))
 
 
 async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Provider, link: ClientLink) -> None:
@@ -66,8 +73,8 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
     try:
         if link.started:
             await link.write(f": poolgate: waited {reply.waited_ms} ms for a key\n\n".encode())
-        else:
-            await link.start(reply.status, reply.headers)  # from here on an error can only be an SSE event
+        else:  # from here on an error can only be an SSE event; the month as admitted, the cost comes at the end
+            await link.start(reply.status, reply.headers + (call.bill.headers() if call.bill is not None else []))
         try:
             async for chunk in reply.response.aiter_raw():
                 events = [event for event in framer.feed(chunk) if reader.read(event)]
@@ -80,6 +87,9 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
             log.warning("upstream %s stream broke off: %s", call.provider, type(exc).__name__)
         # A translated stream cut short ends with the client dialect's error event, never silently.
         tail = framer.flush() if translator is None else translator.finish()
+        if reader.complete and call.bill is not None:  # settled now, so the stream can end with its cost
+            await _settle(reply, call, reader.usage)
+            tail += call.bill.stream_comment()
         await link.write(scrub(tail), more=False)
     finally:
         # Runs on completion, on upstream failure and on cancellation alike (the reply's

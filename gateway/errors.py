@@ -32,6 +32,9 @@ _KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "too_large": (413, "invalid_request_error", "request_too_large", "request_too_large"),
     "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
     "quota_exceeded": (429, "insufficient_quota", "quota_exceeded", "rate_limit_error"),
+    # money (accounts/budgets.py): the monthly budget is spent; a model with no price for a user with a budget
+    "budget_exceeded": (429, "insufficient_quota", "budget_exceeded", "rate_limit_error"),
+    "model_not_priced": (403, "permission_error", "model_not_priced", "permission_error"),
     "upstream_failed": (502, "server_error", "upstream_error", "api_error"),
     "no_key": (503, "server_error", "no_key_available", "overloaded_error"),
     "store_unavailable": (503, "server_error", "store_unavailable", "api_error"),

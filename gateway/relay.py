@@ -114,7 +114,7 @@ class Relay:
                 )
             finally:
                 call.first_lease = None  # the fast-path try made with admission is this attempt's, and spent
-            async with LeaseHold(self._pool, lease, call.family, call.reservation) as hold:
+            async with LeaseHold(self._pool, lease, call.family, call.reservation, call.bill, place.waited_ms) as hold:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
                 try:
                     response = await client.send(call.method, url, headers, call.body)

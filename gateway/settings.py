@@ -406,6 +406,76 @@ class Settings:
     signin_per_minute: int = _setting(
         "SIGNIN_PER_MINUTE", 10, "Sign-in attempts (App Store, Google) one address may make in any 60 s (0: no limit)",
     )
+    # --- money: prices, budgets, usage report (issue 13) ---
+    prices_override: str = _setting(
+        "PRICES_OVERRIDE", "",
+        "A JSON or YAML file of prices (USD per million tokens) for models the price library does not know, or "
+        "negotiated prices (README, Budgets and cost)",
+    )
+    unknown_model_policy: str = _setting(
+        "UNKNOWN_MODEL_POLICY", "refuse",
+        "A model with no known price: `refuse` (403 for a user with a budget), `free`, or `estimate` (the "
+        "provider's dearest rates)",
+    )
+    monthly_budget_usd: float = _setting(
+        "MONTHLY_BUDGET_USD", 0.0, "Each user's monthly budget in USD unless `BUDGETS` says otherwise; 0: none",
+    )
+    budgets: str = _setting(
+        "BUDGETS", "",
+        "Monthly budgets in USD as JSON, looked up in this order: `{\"user:<id>\": 5, \"a@b.edu\": 3, "
+        "\"@b.edu\": 2, \"*\": 1}` (0: none); written to the store at start-up",
+    )
+    budget_time_zone: str = _setting(
+        "BUDGET_TIME_ZONE", "UTC", "Budget months turn at midnight on the 1st in this time zone (IANA name)",
+    )
+    usage_db_path: str = _setting(
+        "USAGE_DB_PATH", "poolgate-usage.sqlite3", "SQLite file the usage records are moved into",
+    )
+    usage_database_url: str = _setting(
+        "USAGE_DATABASE_URL", "", "PostgreSQL URL for the usage records instead of SQLite (`postgresql://...`)",
+        secret=True,
+    )
+    usage_retention_days: int = _setting(
+        "USAGE_RETENTION_DAYS", 400, "Usage records older than this are deleted (0: kept for ever)",
+    )
+    show_spend: bool = _setting("SHOW_SPEND", False, "The status page shows the month's total spend")
+
+    def _money_problems(self) -> list[str]:
+        problems = []
+        if self.unknown_model_policy not in ("refuse", "free", "estimate"):
+            problems.append(f"UNKNOWN_MODEL_POLICY={self.unknown_model_policy!r} is not one of refuse, free, estimate")
+        if self.monthly_budget_usd < 0:
+            problems.append("MONTHLY_BUDGET_USD must be 0 (none) or more")
+        if self.usage_retention_days < 0:
+            problems.append("USAGE_RETENTION_DAYS must be 0 (for ever) or more")
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(self.budget_time_zone)
+        except Exception:
+            problems.append(f"BUDGET_TIME_ZONE={self.budget_time_zone!r} is not a time zone name (e.g. Europe/Paris)")
+        try:
+            self.budget_table()
+        except ValueError as error:
+            problems.append(f"BUDGETS: {error}")
+        if self.prices_override and not Path(self.prices_override).is_file():
+            problems.append(f"PRICES_OVERRIDE={self.prices_override!r} is not a file")
+        return problems
+
+    def budget_table(self) -> dict[str, float]:
+        """BUDGETS as {who: USD}; raises ValueError when it is not a JSON object of numbers."""
+        if not self.budgets:
+            return {}
+        import json
+
+        try:
+            table = json.loads(self.budgets)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not JSON ({error.msg})") from None
+        if not isinstance(table, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in table.values()):
+            raise ValueError('expected an object of USD amounts >= 0, e.g. {"*": 5}')
+        return {str(k): float(v) for k, v in table.items()}
 
     @property
     def store_is_embedded(self) -> bool:
@@ -511,6 +581,7 @@ class Settings:
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
         if self.log_format not in ("text", "json"):
             problems.append(f"LOG_FORMAT={self.log_format!r} is not one of text, json")
+        problems.extend(self._money_problems())
         if self.shutdown_grace_sec < 0:
             problems.append("SHUTDOWN_GRACE_SEC must be 0 or more")
         if not 1 <= self.port <= 65535:

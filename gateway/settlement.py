@@ -13,6 +13,11 @@ here instead (`catalog.tokens`), and the record is marked as estimated
 A user's quota reservation (`accounts.reservation`) is corrected to what was
 counted in the same store call that gives the key back: settling a request
 costs one round trip, users or not.
+
+So does money (issue 13): the request's `Bill` prices its usage (integer
+arithmetic, `catalog.prices`), and the cost, the cost reservation it replaces
+and the usage event join that same call; the month's figures come back for the
+reply's `cost` / `monthlyCost` / `monthlyRequests`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accounts.reservation import Reservation
+from accounts.usage_record import Bill
 from catalog.tokens import count_tokens
 from dispatch import Dispatcher
 from gateway.providers.base import prompt_text
@@ -33,16 +39,23 @@ log = logging.getLogger("poolgate.settle")
 
 async def settle_usage(
     pool: Dispatcher, lease: KeyLease, family: str, usage: Usage | None, identity: str, budget: RateBudget | None,
-    *, estimated: bool = False, reservation: Reservation | None = None,
+    *, estimated: bool = False, reservation: Reservation | None = None, bill: Bill | None = None,
+    waited_ms: int = 0,
 ) -> None:
     """Also records the key's rate-limit budget the reply reported, which paces the key from now on.
 
     `reservation`: already claimed by the caller; the user's count is corrected from it to `usage`.
+    `bill`: prices the usage; the cost is recorded with it and the month's figures set on it.
     """
+    usage = usage or Usage()
+    money = bill.money(usage, identity=identity, key_id=lease.key_id, estimated=estimated, waited_ms=waited_ms,
+                       reservation=reservation) if bill is not None else None
     try:
-        await pool.settle(lease, family, OK, usage=usage or Usage(), identity=identity, budget=budget,
+        await pool.settle(lease, family, OK, usage=usage, identity=identity, budget=budget,
                           estimated=estimated, account=reservation.user_key if reservation else "",
-                          reserved=reservation.tokens if reservation else 0)
+                          reserved=reservation.tokens if reservation else 0, money=money)
+        if bill is not None and money is not None:
+            bill.settled(money)
     except Exception as exc:  # the reply has gone out; the lease will expire by itself
         log.error("could not settle lease of key %s: %s", lease.key_id, type(exc).__name__)
 
@@ -59,8 +72,13 @@ class LeaseHold:
     the reservation's own `async with` can no longer hand it back) and corrects it in the same call.
     """
 
-    def __init__(self, pool: Dispatcher, lease: KeyLease, family: str, reservation: Reservation | None = None) -> None:
+    def __init__(
+        self, pool: Dispatcher, lease: KeyLease, family: str, reservation: Reservation | None = None,
+        bill: Bill | None = None, waited_ms: int = 0,
+    ) -> None:
         self.pool = pool
+        self.bill = bill
+        self.waited_ms = waited_ms
         self.lease = lease
         self.family = family
         self.settled = False
@@ -81,7 +99,7 @@ class LeaseHold:
         claimed = self.reservation.claim() if self.reservation is not None else None
         await asyncio.shield(
             settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated,
-                         reservation=claimed)
+                         reservation=claimed, bill=self.bill, waited_ms=self.waited_ms)
         )
 
     async def settle_estimated(
@@ -110,7 +128,7 @@ class LeaseHold:
             log.error("could not estimate usage: %s", type(error).__name__)
             usage = reported or Usage()
         await settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=True,
-                           reservation=reservation)
+                           reservation=reservation, bill=self.bill, waited_ms=self.waited_ms)
 
     async def __aenter__(self) -> LeaseHold:
         return self

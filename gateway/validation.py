@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from accounts.reservation import Reservation
+    from accounts.usage_record import Bill
     from keypool import KeyLease
 from gateway.translate import Translation, model_alias, translation_for
 
@@ -58,6 +59,7 @@ class UpstreamCall:
     # The JSON body as parsed once (None for uploads and bodiless calls): what the request policy reads.
     payload: dict[str, Any] | None = None
     prompt_tokens: int = 0  # counted by the request policy (gateway/policy.py), for caps and reservations
+    bill: Bill | None = None  # how it is priced (set in admission), its cost and month once settled
     # The proxy's caps wait for admission, which knows whether the user is exempt (`special`, or the admin key):
     uncapped_body: bytes | None = None  # the body as sent, before the output caps clamped it
     caps_refusal: GatewayError | None = None  # over the context cap: said once admission has not exempted the user

@@ -52,8 +52,10 @@ class RateBudget:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    input_tokens: int = 0
+    input_tokens: int = 0  # all of the prompt, cache reads and writes included
     output_tokens: int = 0
+    cache_read_tokens: int = 0  # of input_tokens: read from upstream's prompt cache (priced as such)
+    cache_write_tokens: int = 0  # of input_tokens: written to it
 
 
 class KeyPool:

@@ -148,6 +148,7 @@ def start_gateway(upstream: Any, store_url: str) -> Iterator[Callable[..., Runni
             # Key checks call upstream on their own; tests of them turn them on, so elsewhere the
             # fake upstream records only what clients caused.
             "CHECK_KEYS": "false",
+            "USAGE_DB_PATH": os.path.join(tempfile.gettempdir(), f"{prefix.rstrip(':')}-usage.sqlite3"),  # not the cwd
             **env,
         }
         app = PoolgateApp(Settings.from_env(values, env_file=None))

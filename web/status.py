@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from accounts.budgets import BudgetPolicy, micro_to_usd, month_of
 from accounts.schema import AccountsSchema
 from accounts.users import UserBook
 from catalog.families import known_families
@@ -46,6 +47,7 @@ class PoolSnapshot:
     people_active_now: int
     queues: dict[str, dict[str, Any]]
     users: dict[str, Any]  # {"total": N, "public": [{"nickname", "prompt_count"}]}: only users who chose public
+    month_spend_micro: int = -1  # SHOW_SPEND: the budget month's spend over every request (-1: not shown)
 
 
 class StatusSource(Protocol):
@@ -95,7 +97,12 @@ class StatusCache:
             users.public_summary(),
             *(pool.family_usage(f) for f in families),
         )
+        spend = -1
+        if self._app.settings.show_spend:  # the month's cost, as settlement counts it (dispatch/settle_lease.lua)
+            month = month_of(int(time.time() * 1000), BudgetPolicy(time_zone=self._app.settings.budget_time_zone))
+            spend = int(await pool.store.hget(pool.schema.total_usage, f"cost:{month}") or 0)
         return PoolSnapshot(
+            month_spend_micro=spend,
             taken_at=time.monotonic(),
             keys=keys,
             totals=totals,
@@ -129,6 +136,7 @@ def build_status(
         "input_tokens": totals["input_tokens"],
         "output_tokens": totals["output_tokens"],
         "tokens": totals["input_tokens"] + totals["output_tokens"],
+        **({"month_spend_usd": micro_to_usd(snap.month_spend_micro)} if snap.month_spend_micro >= 0 else {}),
         "people_active_now": snap.people_active_now,
         "users": snap.users,
         "keys": {p: _key_counts([k for k in keys if k["provider"] == p]) for p in PROVIDERS},

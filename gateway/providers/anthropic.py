@@ -67,6 +67,8 @@ class AnthropicStreamReader:
     def __init__(self) -> None:
         self._input = 0
         self._output = 0
+        self._cache_read = 0
+        self._cache_write = 0
         self.usage: Usage | None = None
         self.complete = False  # `message_delta` carries the final output count
 
@@ -83,10 +85,12 @@ class AnthropicStreamReader:
             total_in = tokens.input_total()
             if total_in is not None:
                 self._input = total_in
+                self._cache_read = tokens.cache_read_input_tokens or 0
+                self._cache_write = tokens.cache_creation_input_tokens or 0
             if tokens.output_tokens is not None:
                 self._output = tokens.output_tokens
                 self.complete = self.complete or payload.usage is not None
-            self.usage = Usage(self._input, self._output)
+            self.usage = Usage(self._input, self._output, self._cache_read, self._cache_write)
         return True
 
 
@@ -110,7 +114,9 @@ class AnthropicProvider:
             return None
         if tokens is None or tokens.input_total() is None:
             return None
-        return Usage(tokens.input_total() or 0, tokens.output_tokens or 0)
+        return Usage(tokens.input_total() or 0, tokens.output_tokens or 0,
+                     cache_read_tokens=tokens.cache_read_input_tokens or 0,
+                     cache_write_tokens=tokens.cache_creation_input_tokens or 0)
 
     def stream_reader(self, drop_usage_chunk: bool) -> AnthropicStreamReader:
         return AnthropicStreamReader()

@@ -25,11 +25,17 @@ _REVOKED_CODES = frozenset({"invalid_api_key", "account_deactivated"})
 _OVER_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
 
 
+class _Cached(msgspec.Struct):
+    cached_tokens: int = 0
+
+
 class _Tokens(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     input_tokens: int = 0  # the Responses API's names
     output_tokens: int = 0
+    prompt_tokens_details: _Cached | None = None  # cache reads, part of prompt_tokens
+    input_tokens_details: _Cached | None = None  # the Responses API's name
 
 
 class _WithUsage(msgspec.Struct):
@@ -85,7 +91,9 @@ def _usage_of(payload: _WithUsage) -> Usage | None:
     tokens = payload.usage or (payload.response.usage if payload.response else None)
     if tokens is None:
         return None
-    return Usage(tokens.prompt_tokens + tokens.input_tokens, tokens.completion_tokens + tokens.output_tokens)
+    details = tokens.prompt_tokens_details or tokens.input_tokens_details
+    return Usage(tokens.prompt_tokens + tokens.input_tokens, tokens.completion_tokens + tokens.output_tokens,
+                 cache_read_tokens=details.cached_tokens if details is not None else 0)
 
 
 class OpenAIStreamReader:

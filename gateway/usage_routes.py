@@ -1,0 +1,160 @@
+"""The usage report: `GET /usage` (admin only, AI Proxy's report) and `GET /usage/me` (a user's own month).
+
+    GET /usage      ?month=YYYY-MM (default: this budget month) &user=<id> | &email=<address>
+                    &group_by=user|model|day &sort=time|cost|input_tokens|output_tokens|latency_ms|requests
+                    (always descending) &skip=0 &limit=100 (at most 1000) &format=json|csv
+    GET /usage/me   the caller's own month, with their user token: cost, requests, tokens by model
+
+Rows come from the usage database (`accounts.usage_store`); what settlement
+appended since the last move is moved first, so the report is current. Money
+is shown in USD. Bad parameters are a 400 naming the parameter; no answer
+holds a key or a token.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from litestar import Controller, Request, Response, get
+
+from accounts.budgets import micro_to_usd
+from accounts.schema import AccountsSchema, token_hash
+from accounts.usage_store import GROUPS, SORTS, ReportQuery
+from gateway.admin import AdminController, AdminError, require_admin
+from gateway.gatekeeper import presented_credential
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+MAX_LIMIT = 1000
+
+
+class UsageController(Controller):
+    path = "/usage"
+    tags = ["usage"]
+    exception_handlers = AdminController.exception_handlers
+
+    @get("/", guards=[require_admin], security=[{"AdminKey": []}])
+    async def report(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """Every request of a month (or grouped by user, model or day), newest or dearest first; JSON or CSV."""
+        app = request.app.state.admin_services
+        p = request.query_params
+        month, start_ms, end_ms = _month_range(p.get("month", ""), app.settings.budget_time_zone)
+        group_by = p.get("group_by", "")
+        if group_by and group_by not in GROUPS:
+            raise AdminError(400, "invalid_request_error", f"group_by must be one of {', '.join(GROUPS)}.")
+        sort = p.get("sort", "time")
+        if sort not in SORTS or (sort == "requests" and not group_by):
+            raise AdminError(400, "invalid_request_error", f"sort must be one of {', '.join(sorted(SORTS))} "
+                                                           "(requests only with group_by).")
+        skip, limit = _count(p.get("skip", "0"), "skip", 10**9), _count(p.get("limit", "100"), "limit", MAX_LIMIT)
+        user_id = p.get("user", "").removeprefix("user:")
+        if p.get("email"):
+            user_id = await _user_by_email(app, p["email"])
+            if not user_id:
+                raise AdminError(404, "not_found_error", "No user has this email.")
+        await app.usage_mover.move_now()
+        query = ReportQuery(start_ms, end_ms, f"user:{user_id}" if user_id else "", group_by, sort, skip, limit,
+                            _offset_ms(app.settings.budget_time_zone))
+        rows = [_shown(row, group_by) for row in await app.usage_mover.report(query)]
+        if p.get("format") == "csv" or "text/csv" in request.headers.get("accept", ""):
+            return Response(_csv(rows), media_type="text/csv",
+                            headers={"content-disposition": f'attachment; filename="usage-{month}.csv"'})
+        return Response({"month": month, "group_by": group_by or None, "sort": sort, "skip": skip, "limit": limit,
+                         "rows": rows})
+
+    @get("/me")
+    async def mine(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """The caller's own month (their user token, as on the proxy routes): cost, requests, tokens by model."""
+        app = request.app.state.admin_services
+        headers = {k.encode().lower(): v.encode() for k, v in request.headers.items()}
+        credential = presented_credential(headers, request.query_params.get("key"))
+        schema = AccountsSchema(app.settings.redis_prefix)
+        user_id = await app.store.hget(schema.user_tokens, token_hash(credential)) if credential else None
+        record = await app.store.hgetall(schema.user(_text(user_id))) if user_id else {}
+        fields = {_text(k): _text(v) for k, v in record.items()}
+        if not fields or fields.get("token_hash") != token_hash(credential or ""):
+            raise AdminError(401, "authentication_error", "This needs your user token: Authorization: Bearer <token>.",
+                             {"WWW-Authenticate": "Bearer"})
+        month, start_ms, end_ms = _month_range(request.query_params.get("month", ""), app.settings.budget_time_zone)
+        await app.usage_mover.move_now()
+        by_model = await app.usage_mover.report(ReportQuery(start_ms, end_ms, f"user:{fields['id']}", "model",
+                                                            "cost", 0, MAX_LIMIT))
+        return {
+            "month": month, "cost": micro_to_usd(int(fields.get(f"cost:{month}", 0))),
+            "requests": int(fields.get(f"requests:{month}", 0)),
+            "by_model": [_shown(row, "model") for row in by_model],
+        }
+
+
+def _month_range(given: str, zone_name: str) -> tuple[str, int, int]:
+    """"YYYY-MM" (default: now) as [start, end) in ms, months turning at midnight on the 1st in BUDGET_TIME_ZONE."""
+    zone = ZoneInfo(zone_name)
+    if not given:
+        now = datetime.now(zone)
+        given = f"{now.year:04d}-{now.month:02d}"
+    match = _MONTH.match(given)
+    if match is None:
+        raise AdminError(400, "invalid_request_error", "month must look like 2026-03 (YYYY-MM).")
+    year, month = int(match[1]), int(match[2])
+    start = datetime(year, month, 1, tzinfo=zone)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone)
+    return given, int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def _offset_ms(zone_name: str) -> int:
+    offset = datetime.now(UTC).astimezone(ZoneInfo(zone_name)).utcoffset()
+    return int(offset.total_seconds() * 1000) if offset else 0
+
+
+def _count(value: str, name: str, most: int) -> int:
+    if not value.isdigit() or int(value) > most:
+        raise AdminError(400, "invalid_request_error", f"{name} must be a whole number from 0 to {most}.")
+    return int(value)
+
+
+def _shown(row: dict[str, Any], group_by: str) -> dict[str, Any]:
+    """A database row as the report shows it: USD, ISO times, the group's own name."""
+    shown = dict(row)
+    shown["cost"] = micro_to_usd(int(row.get("cost") or 0))
+    if group_by:
+        group = shown.pop("grp")
+        if group_by == "day":
+            group = datetime.fromtimestamp(int(group) * 86400, UTC).date().isoformat()
+        shown = {group_by: group, **shown}
+        shown["last_time"] = _iso(shown.pop("last_ms"))
+        return shown
+    shown["time"] = _iso(shown.pop("time_ms"))
+    shown["user"] = shown.pop("user_id")
+    shown["key"] = shown.pop("key_id")
+    shown["estimated"] = bool(shown["estimated"])
+    return shown
+
+
+def _iso(ms: Any) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+async def _user_by_email(app: Any, email: str) -> str:
+    """The id of the user with this email (an admin's report filter: reads every user, never the hot path)."""
+    schema = AccountsSchema(app.settings.redis_prefix)
+    for user_id in await app.store.zrange(schema.users, 0, -1):
+        if _text(await app.store.hget(schema.user(_text(user_id)), "email") or b"") == email:
+            return _text(user_id)
+    return ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
