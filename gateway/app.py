@@ -54,8 +54,11 @@ from gateway.upstream_client import UpstreamClient
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
+from web.admin_pages import admin_page_routes
 from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
+from web.user_admin_pages import UserPages
+from web.user_page import user_page_routes
 
 log = logging.getLogger("poolgate")
 
@@ -90,6 +93,9 @@ class PoolgateApp:
         self.litestar.register(UsersController)  # and for users (gateway/admin_users.py)
         self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
+        pages: list[Any] = [*admin_page_routes, UserPages, *user_page_routes]  # the same in a browser, and /user
+        for page in pages:
+            self.litestar.register(page)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()

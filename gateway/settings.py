@@ -353,6 +353,11 @@ class Settings:
         "Redis Sentinel addresses, comma-separated `host:port`; `REDIS_URL`'s host is then the master's name "
         "(`redis://:password@mymaster/0`)",
     )
+    # --- pages: the admin pages' sign-in ---
+    admin_session_ttl_sec: int = _setting(
+        "ADMIN_SESSION_TTL_SEC", 28_800,
+        "How long a sign-in to the admin pages (`/admin` in a browser) lasts before the admin key is asked again",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -456,6 +461,8 @@ class Settings:
             problems.append(f"LOG_LEVEL={self.log_level!r} is not one of debug, info, warning, error")
         if self.log_format not in ("text", "json"):
             problems.append(f"LOG_FORMAT={self.log_format!r} is not one of text, json")
+        if self.admin_session_ttl_sec < 60:
+            problems.append("ADMIN_SESSION_TTL_SEC must be at least 60")
         if self.shutdown_grace_sec < 0:
             problems.append("SHUTDOWN_GRACE_SEC must be 0 or more")
         if not 1 <= self.port <= 65535:
