@@ -7,7 +7,6 @@ each one is pinned to what a browser receives (status, cookies, headers, page).
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import pytest
