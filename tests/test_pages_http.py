@@ -95,6 +95,19 @@ def test_the_bearer_api_keeps_working_and_does_not_open_the_pages(start_gateway)
     assert reply.status_code == 303 and reply.headers["location"] == "/admin"
 
 
+def test_a_mistyped_page_address_is_a_404_page_and_no_failed_login(start_gateway):
+    gateway = start_with_admin(start_gateway, ADMIN_LOCKOUT_FAILURES="2")
+    client = signed_in(gateway)
+
+    replies = [client.get("/admin/manage/no-such-page"), client.get("/admin/manage/users/0123456789abcdef"),
+               client.get("/admin/manage/users/pg-looks-like-a-token")]
+
+    for reply in replies:
+        assert reply.status_code == 404 and "text/html" in reply.headers["content-type"]
+    assert "pg-looks-like-a-token" not in replies[2].text
+    assert admin(gateway, "GET", "/keys").status_code == 200, "no failure was counted against the address"
+
+
 def test_without_an_admin_key_the_pages_do_not_exist(start_gateway):
     gateway = start_gateway(OPENAI_KEY="sk-pages-none-0001")
 

@@ -18,7 +18,7 @@ import hmac
 import logging
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post, route
 from litestar.params import FromPath
 
 from accounts.schema import AccountsSchema
@@ -65,7 +65,7 @@ def _login_form(request: Request[Any, Any, Any], status: int, problem: str) -> R
 
 
 @post(LOGIN_PATH + "/login", guards=[require_pages_on], exception_handlers=PAGE_ERRORS, include_in_schema=False,
-      status_code=303)
+      status_code=303, request_max_body_size=16 * 1024)  # anyone may post here: a login form is small
 async def admin_login(request: Request[Any, Any, Any]) -> Response[Any]:
     """Check the admin key against the lockout (the API's, per address) and open a session."""
     s = settings_of(request)
@@ -195,6 +195,11 @@ class AdminPages(Controller):
             raise AdminError(404, "not_found_error", "No such maintenance task.")
         log.info("admin pages: maintenance %s: %s", task, notice)
         return render(request, "maintenance.html", notice=notice)
+
+    @route("/{rest:path}", http_method=["GET", "POST"])
+    async def unknown(self, rest: FromPath[str]) -> None:
+        """A mistyped page address: a page saying so (not the API's Bearer challenge, which counts a failure)."""
+        raise AdminError(404, "not_found_error", "No such admin page.")
 
 
 async def _keys_page(request: Request[Any, Any, Any], *, status: int = 200, notice: str = "",
