@@ -14,6 +14,8 @@ from checks_support import ADMIN_KEY, admin, listed_keys
 from pages_support import browser, csrf_of, log_in, post_form, signed_in
 from users_support import create_user, get_user, start_with_admin
 
+from gateway.settings import ConfigError, Settings
+
 SECRET = "sk-pages-secret-key-0000000000000000000000007777"
 
 
@@ -71,6 +73,24 @@ def test_logging_out_ends_the_session_for_the_cookie_too(start_gateway):
     assert reply.status_code == 303 and reply.headers["location"] == "/admin"
     replay = browser(gateway, cookies={"poolgate_admin": cookie})
     assert replay.get("/admin/manage/keys").headers["location"] == "/admin", "the old cookie opens nothing"
+
+
+def test_a_new_admin_key_ends_the_sessions_opened_with_the_old_one(start_gateway, store_url):
+    if not store_url:
+        pytest.skip("sessions outlive a gateway only in Redis (the embedded store ends with its process)")
+    old = start_with_admin(start_gateway)
+    cookie = signed_in(old).cookies.get("poolgate_admin")
+    same = start_with_admin(start_gateway)
+    changed = start_with_admin(start_gateway, ADMIN_KEY="a-new-admin-key-after-a-leak-000")
+
+    assert browser(same, cookies={"poolgate_admin": cookie}).get("/admin/manage/keys").status_code == 200
+    refused = browser(changed, cookies={"poolgate_admin": cookie}).get("/admin/manage/keys")
+    assert refused.headers["location"] == "/admin"
+
+
+def test_a_session_lifetime_under_a_minute_is_refused_at_start_up():
+    with pytest.raises(ConfigError, match="ADMIN_SESSION_TTL_SEC"):
+        Settings.from_env({"ADMIN_SESSION_TTL_SEC": "5"}, env_file=None)
 
 
 def test_a_wrong_admin_key_is_refused_and_counts_toward_the_api_lockout(start_gateway):

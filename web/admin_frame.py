@@ -67,7 +67,8 @@ def settings_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
 
 def sessions_of(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminSessions:
     app = services(connection)
-    return AdminSessions(app.store, app.settings.redis_prefix, app.settings.admin_session_ttl_sec)
+    s = app.settings
+    return AdminSessions(app.store, s.redis_prefix, s.admin_session_ttl_sec, s.admin_key)
 
 
 def is_https(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:

@@ -6,7 +6,7 @@ over HTTPS — as uvicorn reports it, so `X-Forwarded-Proto` counts only from a
 trusted proxy, `FORWARDED_ALLOW_IPS` — and expiring after
 `ADMIN_SESSION_TTL_SEC`). The store keeps only the id's hash, expiring with the
 cookie, so every gateway process accepts the session and logout ends it
-everywhere; a copy of the store opens no session. The admin key is never the
+everywhere; a copy of the store opens no session, and a new ADMIN_KEY ends them all. The admin key is never the
 cookie, never in a page, never in a log.
 
 Every form of a session carries its CSRF token, an HMAC of the session id: a
@@ -14,7 +14,7 @@ page from elsewhere cannot read it (the cookie is HttpOnly and the pages are
 same-origin), so a post without it is refused. The login form, before any
 session, uses a double-submit cookie of its own.
 
-    {prefix}admin:session:{sha256 of the id}   STRING "1", expiring (PX) with the session
+    {prefix}admin:session:{sha256 of the id}   STRING HMAC-SHA256(ADMIN_KEY, id), expiring (PX) with the session
 """
 
 from __future__ import annotations
@@ -37,27 +37,39 @@ def session_key(redis_prefix: str, session_id: str) -> str:
 
 
 class AdminSessions:
-    """Open, check and end admin sessions in the shared store."""
+    """Open, check and end admin sessions in the shared store.
 
-    def __init__(self, store: Any, redis_prefix: str, ttl_sec: int) -> None:
+    A session is tied to the admin key it was opened with: the store holds an HMAC of the session id under
+    that key (useless without the id, which only the cookie has), so changing ADMIN_KEY ends every session.
+    """
+
+    def __init__(self, store: Any, redis_prefix: str, ttl_sec: int, admin_key: str) -> None:
         self._store = store
         self._prefix = redis_prefix
+        self._admin_key = admin_key.encode()
         self.ttl_sec = ttl_sec
 
     async def open(self) -> str:
         """A new session's id (for the cookie only)."""
         session_id = secrets.token_urlsafe(32)
-        await self._store.set(session_key(self._prefix, session_id), "1", px=self.ttl_sec * 1000)
+        await self._store.set(session_key(self._prefix, session_id), self._seal(session_id), px=self.ttl_sec * 1000)
         return session_id
 
     async def is_open(self, session_id: str) -> bool:
         if not session_id or len(session_id) > 100:
             return False
-        return bool(await self._store.exists(session_key(self._prefix, session_id)))
+        sealed = await self._store.get(session_key(self._prefix, session_id))
+        if sealed is None:
+            return False
+        stored = sealed.decode() if isinstance(sealed, bytes) else str(sealed)
+        return hmac.compare_digest(stored.encode(), self._seal(session_id).encode())
 
     async def close(self, session_id: str) -> None:
         if session_id and len(session_id) <= 100:
             await self._store.delete(session_key(self._prefix, session_id))
+
+    def _seal(self, session_id: str) -> str:
+        return hmac.new(self._admin_key, session_id.encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_token(session_id: str) -> str:
