@@ -10,7 +10,7 @@ import json
 
 import httpx
 import pytest
-from checks_support import ADMIN_KEY, admin, listed_keys
+from checks_support import ADMIN_KEY, admin, listed_keys, run_checks
 from pages_support import browser, csrf_of, log_in, post_form, signed_in
 from users_support import create_user, get_user, start_with_admin
 
@@ -202,6 +202,34 @@ def test_disabling_enabling_and_removing_a_key_from_the_page(start_gateway):
     assert disabled.status_code == 303 and disabled.headers["location"] == "/admin/manage/keys?done=key-disable"
     assert (status_after_disable, status_after_enable) == ("disabled", "active")
     assert removed.status_code == 303 and listed_keys(gateway) == []
+
+
+def test_rechecking_one_key_and_all_keys_from_the_pages(start_gateway, upstream):
+    secret = "sk-revoked-pages-kkkk1111"
+    gateway = start_gateway(OPENAI_KEY=secret, ADMIN_KEY=ADMIN_KEY, CHECK_KEYS="true")
+    run_checks(gateway, lambda: listed_keys(gateway)[0]["status"] == "revoked", "the start-up check")
+    client = signed_in(gateway)
+    key_id = listed_keys(gateway)[0]["id"]
+    upstream.revive(secret)
+
+    one = post_form(client, "/admin/manage/keys", f"/admin/manage/keys/{key_id}/recheck")
+    run_checks(gateway, lambda: listed_keys(gateway)[0]["status"] == "active", "the recheck")
+    before = listed_keys(gateway)[0]["last_check"]["at_ms"]
+    every = post_form(client, "/admin/manage/maintenance", "/admin/manage/maintenance/recheck-keys")
+
+    assert one.status_code == 303 and one.headers["location"] == "/admin/manage/keys?done=key-recheck"
+    assert every.status_code == 200 and "Scheduled a check of 1 key(s)" in every.text
+    run_checks(gateway, lambda: listed_keys(gateway)[0]["last_check"]["at_ms"] > before, "the recheck of all")
+    assert '<span class="chip active">active</span>' in client.get("/admin/manage/keys").text
+
+
+def test_rechecking_with_key_checks_off_says_so(start_gateway):
+    gateway = start_with_admin(start_gateway)  # the tests' gateways run with CHECK_KEYS=false
+    client = signed_in(gateway)
+
+    reply = post_form(client, "/admin/manage/maintenance", "/admin/manage/maintenance/recheck-keys")
+
+    assert reply.status_code == 409 and "CHECK_KEYS=false" in reply.text
 
 
 # --- users ------------------------------------------------------------------------------------------------------

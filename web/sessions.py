@@ -6,8 +6,8 @@ over HTTPS — as uvicorn reports it, so `X-Forwarded-Proto` counts only from a
 trusted proxy, `FORWARDED_ALLOW_IPS` — and expiring after
 `ADMIN_SESSION_TTL_SEC`). The store keeps only the id's hash, expiring with the
 cookie, so every gateway process accepts the session and logout ends it
-everywhere; a copy of the store opens no session, and a new ADMIN_KEY ends them all. The admin key is never the
-cookie, never in a page, never in a log.
+everywhere; a copy of the store opens no session, and a new ADMIN_KEY ends them
+all. The admin key is never the cookie, never in a page, never in a log.
 
 Every form of a session carries its CSRF token, an HMAC of the session id: a
 page from elsewhere cannot read it (the cookie is HttpOnly and the pages are
