@@ -7,6 +7,7 @@ each one is pinned to what a browser receives (status, cookies, headers, page).
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
@@ -105,6 +106,17 @@ def test_a_wrong_admin_key_is_refused_and_counts_toward_the_api_lockout(start_ga
 
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
     assert admin(gateway, "GET", "/keys").status_code == 429, "the API's lockout and the pages' are one"
+
+
+def test_neither_the_admin_key_nor_a_mistyped_one_reaches_the_logs(start_gateway, caplog):
+    gateway = start_with_admin(start_gateway)
+    caplog.set_level(logging.DEBUG)
+
+    log_in(browser(gateway), "typo-of-the-real-admin-key-9876")
+    signed_in(gateway)
+
+    assert "admin pages: wrong admin key" in caplog.text and "admin pages: signed in" in caplog.text
+    assert ADMIN_KEY not in caplog.text and "typo-of-the-real-admin-key-9876" not in caplog.text
 
 
 def test_the_bearer_api_keeps_working_and_does_not_open_the_pages(start_gateway):
@@ -396,6 +408,8 @@ def test_the_user_page_shows_only_the_posted_tokens_user(start_gateway):
     assert ann_token not in mine.text and ann["token_hint"] in mine.text
     assert nobody.status_code == 404 and "ann-the-first" not in nobody.text
     assert "ann-the-first" not in by_query.text, "a token in the address is not looked up"
+    legacy = httpx.post(gateway.url + "/user/lookup", data={"token": ann_token})
+    assert legacy.status_code == 200 and "ann-the-first" in legacy.text, "the OAI Reverse Proxy's address works too"
 
 
 # --- two processes ------------------------------------------------------------------------------------------------

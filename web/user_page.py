@@ -25,12 +25,12 @@ from web.status import page_title
 MAX_TOKEN_CHARS = 200
 
 
-@get("/user", include_in_schema=False)
+@get(["/user", "/user/lookup"], include_in_schema=False)  # /user/lookup: the OAI Reverse Proxy's address
 async def user_lookup_form(request: Request[Any, Any, Any]) -> Response[Any]:
     return _page(request, 200, user=None, problem="")
 
 
-@post("/user", include_in_schema=False, status_code=200, request_max_body_size=16 * 1024)
+@post(["/user", "/user/lookup"], include_in_schema=False, status_code=200, request_max_body_size=16 * 1024)
 async def user_lookup(request: Request[Any, Any, Any]) -> Response[Any]:
     """The user whose token was posted; 404 with the form again when no user has it."""
     token = (await request.form()).get("token")
