@@ -45,7 +45,8 @@ class AccountRefusal(Exception):
 
     def __init__(self, kind: str, message: str, *, retry_after_sec: float | None = None, limit: int = 0) -> None:
         super().__init__(message)
-        self.kind = kind  # unknown | revoked | disabled | expired | ip_limit | banned | limited | quota | budget | unpriced
+        # unknown | revoked | disabled | expired | ip_limit | banned | limited | quota | budget | unpriced
+        self.kind = kind
         self.message = message
         self.retry_after_sec = retry_after_sec
         self.limit = limit  # the limit that refused it ("limited" only)

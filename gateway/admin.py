@@ -190,60 +190,33 @@ class AdminController(Controller):
     @post("/keys", status_code=201)
     async def add_keys(self, request: Request[Any, Any, Any], data: JSONBody[AddKeys]) -> dict[str, Any]:
         """Add keys (checked at once); keys already in the pool are left as they are."""
-        if data.provider not in PROVIDERS:
-            raise AdminError(400, "invalid_request_error", "provider must be \"openai\" or \"anthropic\".")
-        if not data.keys or len(data.keys) > MAX_KEYS_PER_REQUEST:
-            raise AdminError(400, "invalid_request_error", f"keys must list 1 to {MAX_KEYS_PER_REQUEST} keys.")
-        for number, entry in enumerate(data.keys, start=1):
-            if not entry.strip() or any(ch.isspace() or not ch.isprintable() for ch in entry.strip()):
-                raise AdminError(
-                    400, "invalid_request_error", f"key #{number} is empty or contains spaces or control characters."
-                )
-        inventory = _inventory(request)
-        added, present = await inventory.add(parse_keys(data.provider, data.keys))
-        app = _poolgate(request)
-        await app.key_checks.request(added)
-        log.info("admin API: added %d %s key(s) %s", len(added), data.provider, ", ".join(added))
-        return {
-            "added": await inventory.describe(added),
-            "already_present": await inventory.describe(present),
-            "check": "scheduled" if added and app.key_checks.enabled else "off" if added else "none",
-        }
+        return await add_pool_keys(request, data.provider, data.keys)
 
     @delete("/keys/{key_id:str}", status_code=200)
     async def remove_key(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> dict[str, Any]:
         """Remove a key (and its entries for other organizations). A configured key returns at the next start
         unless it is also removed from OPENAI_KEY / ANTHROPIC_KEY; disable it to keep it out for good."""
-        removed = await _inventory(request).remove(_known_id(key_id))
-        if removed is None:
-            raise _not_found()
-        log.info("admin API: removed key(s) %s", ", ".join(removed))
-        return {"removed": removed}
+        return {"removed": await remove_pool_key(request, key_id)}
 
     @post("/keys/{key_id:str}/disable", status_code=200)
     async def disable_key(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> dict[str, Any]:
         """Take a key out of service until enabled; traffic and checks never bring it back."""
-        return await _set_disabled(request, key_id, True)
+        return await set_key_disabled(request, key_id, True)
 
     @post("/keys/{key_id:str}/enable", status_code=200)
     async def enable_key(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> dict[str, Any]:
         """Put a key back in service (whatever its status) and check it."""
-        view = await _set_disabled(request, key_id, False)
-        await _poolgate(request).key_checks.request([key_id])
-        return view
+        return await set_key_disabled(request, key_id, False)
 
     @post("/keys/{key_id:str}/recheck", status_code=202)
     async def recheck_key(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> dict[str, Any]:
         """Check one key now; its `last_check` shows the result when done."""
-        kid = _known_id(key_id)
-        if not await _inventory(request).exists(kid):
-            raise _not_found()
-        return await _recheck(request, [kid])
+        return await recheck_keys(request, [key_id])
 
     @post("/keys/recheck", status_code=202)
     async def recheck_all(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Check every key now."""
-        return await _recheck(request, await _inventory(request).key_ids())
+        return await recheck_keys(request, None)
 
     @route("/{rest:path}", http_method=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown(self, rest: FromPath[str]) -> None:
@@ -274,15 +247,62 @@ async def _views(request: Request[Any, Any, Any], key_ids: list[str]) -> list[di
     return views
 
 
-async def _set_disabled(request: Request[Any, Any, Any], key_id: str, disabled: bool) -> dict[str, Any]:
+# The actions themselves, one implementation each: the API above and the admin pages (web/admin_pages.py) call them.
+
+
+async def add_pool_keys(request: Request[Any, Any, Any], provider: str, keys: list[str]) -> dict[str, Any]:
+    """Add keys (checked at once); keys already in the pool are left as they are. AdminError (400) names a bad one
+    by its number, never by its text."""
+    if provider not in PROVIDERS:
+        raise AdminError(400, "invalid_request_error", "provider must be \"openai\" or \"anthropic\".")
+    if not keys or len(keys) > MAX_KEYS_PER_REQUEST:
+        raise AdminError(400, "invalid_request_error", f"keys must list 1 to {MAX_KEYS_PER_REQUEST} keys.")
+    for number, entry in enumerate(keys, start=1):
+        if not entry.strip() or any(ch.isspace() or not ch.isprintable() for ch in entry.strip()):
+            raise AdminError(
+                400, "invalid_request_error", f"key #{number} is empty or contains spaces or control characters."
+            )
+    inventory = _inventory(request)
+    added, present = await inventory.add(parse_keys(provider, keys))
+    app = _poolgate(request)
+    await app.key_checks.request(added)
+    log.info("admin API: added %d %s key(s) %s", len(added), provider, ", ".join(added))
+    return {
+        "added": await inventory.describe(added),
+        "already_present": await inventory.describe(present),
+        "check": "scheduled" if added and app.key_checks.enabled else "off" if added else "none",
+    }
+
+
+async def remove_pool_key(request: Request[Any, Any, Any], key_id: str) -> list[str]:
+    """Remove a key and the entries split off it; the ids removed."""
+    removed = await _inventory(request).remove(_known_id(key_id))
+    if removed is None:
+        raise _not_found()
+    log.info("admin API: removed key(s) %s", ", ".join(removed))
+    return removed
+
+
+async def set_key_disabled(request: Request[Any, Any, Any], key_id: str, disabled: bool) -> dict[str, Any]:
+    """Disable a key, or enable it and check it."""
     kid = _known_id(key_id)
     if not await _inventory(request).set_disabled(kid, disabled):
         raise _not_found()
     log.info("admin API: key %s %s", kid, "disabled" if disabled else "enabled")
+    if not disabled:
+        await _poolgate(request).key_checks.request([kid])
     return {"key": (await _views(request, [kid]))[0]}
 
 
-async def _recheck(request: Request[Any, Any, Any], key_ids: list[str]) -> dict[str, Any]:
+async def recheck_keys(request: Request[Any, Any, Any], key_ids: list[str] | None) -> dict[str, Any]:
+    """Check the given keys now (None: every key)."""
+    if key_ids is None:
+        key_ids = await _inventory(request).key_ids()
+    else:
+        key_ids = [_known_id(kid) for kid in key_ids]
+        for kid in key_ids:
+            if not await _inventory(request).exists(kid):
+                raise _not_found()
     checks = _poolgate(request).key_checks
     if not checks.enabled:
         raise AdminError(409, "invalid_request_error", "Key checks are off (CHECK_KEYS=false).")

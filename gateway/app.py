@@ -59,9 +59,12 @@ from gateway.usage_routes import UsageController
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
+from web.admin_pages import admin_page_routes
 from web.login import login_route
 from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
+from web.user_admin_pages import UserPages
+from web.user_page import user_page_routes
 
 log = logging.getLogger("poolgate")
 
@@ -102,6 +105,9 @@ class PoolgateApp:
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.litestar.register(AdminSessionsController)  # sessions handed out by an admin (gateway/signin.py)
         self.litestar.register(UsageController)  # the usage report, GET /usage and /usage/me (gateway/usage_routes.py)
+        pages: list[Any] = [*admin_page_routes, UserPages, *user_page_routes]  # the same in a browser, and /user
+        for page in pages:
+            self.litestar.register(page)
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()

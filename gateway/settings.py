@@ -476,6 +476,11 @@ class Settings:
                 isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in table.values()):
             raise ValueError('expected an object of USD amounts >= 0, e.g. {"*": 5}')
         return {str(k): float(v) for k, v in table.items()}
+    # --- pages: the admin pages' sign-in ---
+    admin_session_ttl_sec: int = _setting(
+        "ADMIN_SESSION_TTL_SEC", 28_800,
+        "How long a sign-in to the admin pages (`/admin` in a browser) lasts before the admin key is asked again",
+    )
 
     @property
     def store_is_embedded(self) -> bool:
@@ -582,6 +587,8 @@ class Settings:
         if self.log_format not in ("text", "json"):
             problems.append(f"LOG_FORMAT={self.log_format!r} is not one of text, json")
         problems.extend(self._money_problems())
+        if self.admin_session_ttl_sec < 60:
+            problems.append("ADMIN_SESSION_TTL_SEC must be at least 60")
         if self.shutdown_grace_sec < 0:
             problems.append("SHUTDOWN_GRACE_SEC must be 0 or more")
         if not 1 <= self.port <= 65535:
