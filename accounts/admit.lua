@@ -70,18 +70,17 @@ local identity, striker = 'anon', 'ip:' .. a.address
 local per_minute, per_hour, ban_after = a.anon_minute, a.anon_hour, a.anon_ban_after
 
 if a.token ~= '' then
-  -- sessions (accounts/sessions.py): "session:{id}:{generation}" names its user, no index look-up
+  -- sessions (accounts/sessions.py): "session:{id}:{generation}" names its user, found without the token index;
+  -- revoked when the user is gone or an admin bumped its session generation after the session was made
   local session_uid, session_gen = string.match(a.token, '^session:(%x+):(%d+)$')
   uid = session_uid or redis.call('HGET', KEYS[1], a.token)
   if not uid then return {'unknown'} end
   user = prefix .. 'user:' .. uid
   local u = redis.call('HMGET', user, 'token_hash', 'type', 'disabled_at', 'disabled_reason', 'expires_at', 'max_ips',
     'session_gen')
-  if session_uid then
-    -- revoked: the user is gone, or an admin bumped its generation after this session was made
-    if not u[1] or tonumber(session_gen) < (tonumber(u[7]) or 0) then return {'revoked'} end
+  if session_uid and (not u[1] or tonumber(session_gen) < (tonumber(u[7]) or 0)) then return {'revoked'} end
   -- sessions: end
-  elseif u[1] ~= a.token then return {'unknown'} end  -- deleted or rotated, its old index entry not yet gone
+  if not session_uid and u[1] ~= a.token then return {'unknown'} end  -- deleted or rotated, index entry not yet gone
   if u[3] and u[3] ~= '' then return {'disabled', u[4] or ''} end
   local expires = tonumber(u[5]) or 0
   if u[2] == 'temporary' and expires > 0 and expires <= now then return {'expired', expires} end

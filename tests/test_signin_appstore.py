@@ -152,6 +152,8 @@ def test_bad_bodies_get_a_clear_json_error_never_a_500(start_gateway, chain, tmp
     gateway = start_gateway(**app_store_env(chain, tmp_path))
     too_large = sign_in(gateway, b"e" * 300_000)
     assert too_large.status_code == 413 and "larger" in too_large.json()["error"]
+    no_look_up = sign_in(gateway, make_app_receipt("2000000777"))  # no IAP_* key: receipts cannot be looked up
+    assert no_look_up.status_code == 401 and "send the signed transaction" in no_look_up.json()["error"]
     for body in (b"", b"not a receipt at all", "é".encode(), b"eyJhbGciOiJFUzI1NiJ9.e30.AAAA", b"eyJ.eyJ.x"):
         reply = sign_in(gateway, body)
         assert reply.status_code in (400, 401), (body, reply.status_code)

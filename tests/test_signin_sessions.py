@@ -134,6 +134,19 @@ def test_revoking_a_users_sessions_ends_them_in_every_process(start_gateway, sto
     assert call(second, fresh.json()["token"]).status_code == 401
 
 
+def test_a_disabled_users_sessions_are_refused_until_enabled(start_gateway, upstream, tmp_path):
+    gateway = start_gateway(**env("google", tmp_path))
+    user_id, _ = make_user(gateway)
+    token = session(user_id, "google")
+    assert call(gateway, token).status_code == 200
+    assert httpx.post(f"{gateway.url}/admin/users/{user_id}/disable", json={"reason": "exam week"},
+                      headers=ADMIN).status_code == 200
+    refused = call(gateway, token)
+    assert refused.status_code == 403 and "exam week" in refused.json()["error"]["message"]
+    assert httpx.post(f"{gateway.url}/admin/users/{user_id}/enable", headers=ADMIN).status_code == 200
+    assert call(gateway, token).status_code == 200
+
+
 def test_admins_hand_out_sessions_by_email_or_user_id(start_gateway, upstream, tmp_path):
     gateway = start_gateway(**env("user_token", tmp_path))
     by_email = mint(gateway, email="Grace@School.example", ttl_sec=600)
