@@ -152,3 +152,18 @@ def _row(html: str, family: str) -> str:
     match = re.search(rf'<tr data-family="{re.escape(family)}">(.*?)</tr>', html, re.S)
     assert match, f"no row for {family}"
     return match.group(1)
+
+
+@pytest.mark.parametrize(("gatekeeper", "said", "extra"), [
+    ("none", ["anything; this proxy is open"], {}),
+    ("user_token", ["your own user token"], {"ADMIN_KEY": ADMIN_KEY}),
+    ("user_token,google", ["your own user token", "/login"],
+     {"JWT_SECRET": "s" * 32, "GOOGLE_CLIENT_ID": "client.apps.googleusercontent.com"}),
+])
+def test_the_page_names_the_credential_this_proxy_asks_for(start_gateway, gatekeeper, said, extra):
+    gateway = start_gateway(GATEKEEPER=gatekeeper, **extra)
+    html = httpx.get(gateway.url + "/").text
+    for words in said:
+        assert words in html
+    if gatekeeper != "none":
+        assert "this proxy is open" not in html, "a proxy that asks for a credential is not open"

@@ -132,6 +132,7 @@ def build_status(
         "build": build,
         "endpoints": {"openai": f"{base}{route}/openai", "anthropic": f"{base}{route}/anthropic"},
         "gatekeeper": settings.gatekeeper,
+        "api_key_hint": api_key_hint(settings.gatekeeper_modes),
         "prompts": totals["prompts"],
         "input_tokens": totals["input_tokens"],
         "output_tokens": totals["output_tokens"],
@@ -204,6 +205,22 @@ def _status_line(keys: list[dict[str, Any]]) -> str:
 
 def _json_ready(view: dict[str, Any]) -> dict[str, Any]:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in view.items()}
+
+
+def api_key_hint(modes: frozenset[str]) -> str:
+    """What a visitor puts where a client asks for an API key, for each way this proxy lets people in."""
+    if not modes or "none" in modes:
+        return "API key: anything; this proxy is open."
+    ways = []
+    if "proxy_key" in modes:
+        ways.append("the proxy password you were given")
+    if "user_token" in modes:
+        ways.append("your own user token (the admin hands it out; look it up at /user)")
+    if "google" in modes:
+        ways.append("the token you get by signing in with Google at /login")
+    if "app_store" in modes:
+        ways.append("in an app: the session it gets from its App Store purchase")
+    return "API key: " + "; or ".join(ways) + "."
 
 
 def page_title(settings: Settings) -> str:
