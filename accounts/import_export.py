@@ -9,7 +9,9 @@ poolgate's export carries each user's `token_hash`, never a token. A restore
 from it keeps every token working, and a token hash is no credential: tokens
 poolgate makes hold 256 random bits and the OAI Reverse Proxy's are UUIDs, so
 nobody finds a token from its hash. The export is still the operator's private
-data (addresses, notes), as the admin API is.
+data (addresses, notes), as the admin API is. A user made by signing in carries its
+`login` ("google:{email}", "app_store:{subject}"), so after a restore that person
+signs in as the same user, with the same quotas, instead of a new one.
 
 The OAI Reverse Proxy keeps counts per its own family names (`gpt4o`,
 `claude`, `aws-claude`, ...). Each is mapped to a poolgate family; cloud
@@ -52,6 +54,7 @@ _TOKEN_HASH = re.compile(r"^[0-9a-f]{64}$")
 _OWN_FIELDS = {
     "id", "token_hash", "token_hint", "nickname", "type", "created_at", "last_used_at", "expires_at", "prompt_count",
     "disabled_at", "disabled_reason", "note", "max_ips", "public", "ips", "quotas", "meta",
+    "email", "signin", "login", "session_gen",
 }
 
 
@@ -226,7 +229,9 @@ def _read_own(raw: dict[str, Any], families: tuple[str, ...]) -> UserRecord:
     _optional_text(raw, "nickname", MAX_NICKNAME_CHARS, fields, "nickname")
     _optional_text(raw, "note", MAX_NOTE_CHARS, fields, "note")
     _optional_text(raw, "disabled_reason", MAX_REASON_CHARS, fields, "disabled_reason")
-    for name in ("disabled_at", "max_ips"):
+    for name in ("email", "signin", "login"):  # how a signed-in person finds this user again
+        _optional_text(raw, name, 500, fields, name)
+    for name in ("disabled_at", "max_ips", "session_gen"):
         if raw.get(name) is not None:
             fields[name] = str(checked_count(name, raw[name]))
     if raw.get("public") not in (None, True, False):

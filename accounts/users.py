@@ -330,6 +330,8 @@ class UserBook:
                 tx.hset(s.user(user_id), mapping=fields)
                 tx.zadd(s.users, {user_id: int(fields.get("created_at", "0"))})
                 tx.hset(s.user_tokens, fields["token_hash"], user_id)
+                if fields.get("login"):  # who signs in as this user (accounts/signin_users.py)
+                    tx.hset(s.signin_logins, fields["login"], user_id)
                 if ips:
                     tx.zadd(s.user_ips(user_id), {address: seen for address, seen in ips})
                 if fields.get("public") == "1":
@@ -383,6 +385,11 @@ def user_view(fields: dict[str, str], ips: list[tuple[str, int]], families: tupl
         "ips": [{"address": address, "first_seen_at": seen} for address, seen in ips],
         "quotas": quotas,
         "meta": json.loads(fields["meta"]) if "meta" in fields else None,
+        # sign-in (accounts/signin_users.py): how this person signs in, so a restore keeps them this user
+        "email": fields.get("email"),
+        "signin": fields.get("signin"),
+        "login": fields.get("login"),
+        "session_gen": int(fields.get("session_gen", 0)),
     }
 
 

@@ -4,6 +4,7 @@ allowed domain becomes a session. Google is never called: its certificates are s
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -108,3 +109,26 @@ def test_the_login_page_shows_googles_button_and_the_base_urls(start_gateway, go
     off = start_gateway(OPENAI_KEY="sk-real-openai-key-1234")
     assert "Google sign-in is off" in httpx.get(off.url + "/login").text
     assert httpx.get(off.url + "/token", params={"credential": "x"}).status_code == 404
+
+
+def test_a_signed_in_person_is_the_same_user_after_an_export_and_a_restore(start_gateway, upstream, google):
+    """A restore must keep who signed in as whom: else a person's next sign-in makes a new user with fresh quotas."""
+    env = google_env(google, ADMIN_KEY="admin-key-for-restore-1234")
+    admin = {"authorization": "Bearer admin-key-for-restore-1234"}
+    first = start_gateway(**env)
+    session = httpx.get(first.url + "/token", params={"credential": google.id_token(email="ada@school.example")})
+    user_id = jwt.decode(session.json()["token"], JWT_SECRET, algorithms=["HS256"])["sub"]
+    client = openai.OpenAI(base_url=first.url + "/v1", api_key=session.json()["token"], max_retries=0)
+    client.chat.completions.create(**CHAT)
+    assert wait_for(lambda: int(user_record(first, user_id).get("used:gpt-4o-mini", 0)) > 0)
+    exported = httpx.get(first.url + "/admin/users/export", headers=admin)
+    assert exported.status_code == 200
+    shown = next(u for u in exported.json()["users"] if u["id"] == user_id)
+    assert shown["email"] == "ada@school.example" and shown["signin"] == "google"
+
+    restored = start_gateway(**env, REDIS_PREFIX=f"restored-{uuid.uuid4().hex[:8]}:")  # a new, empty store
+    assert httpx.post(restored.url + "/admin/users/import", headers=admin, json=exported.json()).status_code == 200
+    again = httpx.get(restored.url + "/token", params={"credential": google.id_token(email="ada@school.example")})
+    assert again.status_code == 200, again.text
+    assert jwt.decode(again.json()["token"], JWT_SECRET, algorithms=["HS256"])["sub"] == user_id
+    assert int(user_record(restored, user_id)["used:gpt-4o-mini"]) > 0
