@@ -40,7 +40,8 @@ class SignInUsers:
         """The user of this login, created now (default quotas, a token nobody is shown) if there is none."""
         fields = {f"quota:{family}": str(amount) for family, amount in default_quotas.items()}
         fields.update({"prompt_count": "0", "expires_at": "0", "type": "normal", "nickname": nickname[:80],
-                       "signin": method, "login": f"{method}:{subject}", "note": f"signed in with {method.replace('_', ' ')}"})
+                       "signin": method, "login": f"{method}:{subject}",
+                       "note": f"signed in with {method.replace('_', ' ')}"})
         if email:
             fields["email"] = email
         s = self._schema
