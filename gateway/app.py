@@ -54,7 +54,7 @@ from gateway.settings import Settings, refresh_cron
 from gateway.shutdown import STOP_WITHIN_SEC, within
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
-from gateway.usage_routes import UsageController
+from gateway.usage_routes import BudgetsController, UsageController
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
@@ -97,6 +97,7 @@ class PoolgateApp:
         self.litestar.register(BansController)  # the rate limiter's bans (gateway/admin_bans.py)
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.litestar.register(UsageController)  # the usage report, GET /usage and /usage/me (gateway/usage_routes.py)
+        self.litestar.register(BudgetsController)  # and the budget table, /admin/budgets
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()
