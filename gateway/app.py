@@ -55,7 +55,7 @@ from gateway.shutdown import STOP_WITHIN_SEC, within
 from gateway.signin import AdminSessionsController, SignIn, build_signin, signin_routes
 from gateway.store import open_store
 from gateway.upstream_client import UpstreamClient
-from gateway.usage_routes import UsageController
+from gateway.usage_routes import BudgetsController, UsageController
 from gateway.wrong_path import not_found_here
 from keypool import KeyPool, PoolSchema, parse_keys
 from queues.waiting import FamilyQueues
@@ -108,6 +108,7 @@ class PoolgateApp:
         pages: list[Any] = [*admin_page_routes, UserPages, *user_page_routes]  # the same in a browser, and /user
         for page in pages:
             self.litestar.register(page)
+        self.litestar.register(BudgetsController)  # and the budget table, /admin/budgets
         self.status_page = StatusPage(self)
         self.litestar.state.status_page = self.status_page
         self.started_at = time.time()

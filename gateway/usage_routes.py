@@ -4,6 +4,8 @@
                     &group_by=user|model|day &sort=time|cost|input_tokens|output_tokens|latency_ms|requests
                     (always descending) &skip=0 &limit=100 (at most 1000) &format=json|csv
     GET /usage/me   the caller's own month, with their user token: cost, requests, tokens by model
+    GET /admin/budgets             the budget table, USD: {"user:<id>" | email | "@domain" | "*": amount}
+    PATCH /admin/budgets           {"<who>": USD, ...}; null removes an entry (0: no budget for them)
 
 Rows come from the usage database (`accounts.usage_store`); what settlement
 appended since the last move is moved first, so the report is current. Money
@@ -20,9 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from litestar import Controller, Request, Response, get
+import msgspec
+from litestar import Controller, Request, Response, get, patch
 
-from accounts.budgets import micro_to_usd
+from accounts.budgets import micro_to_usd, usd_to_micro
 from accounts.schema import AccountsSchema, token_hash
 from accounts.usage_store import GROUPS, SORTS, ReportQuery
 from gateway.admin import AdminController, AdminError, require_admin
@@ -88,6 +91,48 @@ class UsageController(Controller):
             "requests": int(fields.get(f"requests:{month}", 0)),
             "by_model": [_shown(row, "model") for row in by_model],
         }
+
+
+class BudgetsController(Controller):
+    """The budget table at run time (BUDGETS sets it at start-up); it applies from the next request on."""
+
+    path = "/admin/budgets"
+    guards = [require_admin]
+    tags = ["admin: budgets"]
+    security = [{"AdminKey": []}]
+    exception_handlers = AdminController.exception_handlers
+
+    @get("/")
+    async def read(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return await _budget_table(request.app.state.admin_services)
+
+    @patch("/")
+    async def change(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Set or remove entries: `{"user:<id>": 5, "@school.edu": 2, "*": null}` (USD; null removes)."""
+        app = request.app.state.admin_services
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            raise AdminError(400, "invalid_request_error", "The body must be a JSON object.") from None
+        if not isinstance(body, dict) or not body:
+            raise AdminError(400, "invalid_request_error", 'The body must be an object like {"*": 5}.')
+        for who, usd in body.items():
+            if not who or (usd is not None and (not isinstance(usd, int | float) or isinstance(usd, bool) or usd < 0)):
+                raise AdminError(400, "invalid_request_error", f"{who!r}: a budget is a number of USD >= 0, or null.")
+        key = AccountsSchema(app.settings.redis_prefix).budgets
+        async with app.store.pipeline(transaction=True) as pipe:
+            for who, usd in body.items():
+                if usd is None:
+                    pipe.hdel(key, who)
+                else:
+                    pipe.hset(key, who, usd_to_micro(usd))
+            await pipe.execute()
+        return await _budget_table(app)
+
+
+async def _budget_table(app: Any) -> dict[str, Any]:
+    table = await app.store.hgetall(AccountsSchema(app.settings.redis_prefix).budgets)
+    return {"budgets": {_text(k): micro_to_usd(int(v)) for k, v in sorted(table.items())}}
 
 
 def _month_range(given: str, zone_name: str) -> tuple[str, int, int]:

@@ -213,3 +213,19 @@ def test_anonymous_callers_replies_carry_their_cost_and_the_months_anonymous_use
         assert float(raw.headers["cost"]) == pytest.approx(usd(costs[-1]), abs=1e-6)
         assert float(raw.headers["monthlyCost"]) == pytest.approx(usd(sum(costs)), abs=1e-6)
         assert raw.headers["monthlyRequests"] == str(n)
+
+
+def test_the_admin_sets_budgets_at_run_time_and_the_next_request_obeys(start_gateway, upstream):
+    gateway = start_gateway(**USERS, ADMIN_KEY="admin-key-for-budget-tests-01")
+    admin = {"authorization": "Bearer admin-key-for-budget-tests-01"}
+    user_id, token = make_user(gateway)
+    assert httpx.patch(gateway.url + "/admin/budgets", json={"*": 1}, headers=auth(token)).status_code == 401
+    changed = httpx.patch(gateway.url + "/admin/budgets", json={f"user:{user_id}": 0.000001, "*": 5}, headers=admin)
+    assert changed.json() == {"budgets": {"*": 5.0, f"user:{user_id}": 0.000001}}
+    refused = httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=auth(token))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    httpx.patch(gateway.url + "/admin/budgets", json={f"user:{user_id}": None}, headers=admin)  # back to '*'
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=auth(token)).status_code == 200
+    assert httpx.get(gateway.url + "/admin/budgets", headers=admin).json() == {"budgets": {"*": 5.0}}
+    bad = httpx.patch(gateway.url + "/admin/budgets", json={"*": -1}, headers=admin)
+    assert bad.status_code == 400 and "USD >= 0" in bad.json()["error"]["message"]
