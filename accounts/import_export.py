@@ -39,6 +39,7 @@ from accounts.users import (
     UserInputError,
     UserRecord,
     checked_count,
+    checked_email,
     checked_text,
     new_user_id,
     token_hint,
@@ -229,7 +230,9 @@ def _read_own(raw: dict[str, Any], families: tuple[str, ...]) -> UserRecord:
     _optional_text(raw, "nickname", MAX_NICKNAME_CHARS, fields, "nickname")
     _optional_text(raw, "note", MAX_NOTE_CHARS, fields, "note")
     _optional_text(raw, "disabled_reason", MAX_REASON_CHARS, fields, "disabled_reason")
-    for name in ("email", "signin", "login"):  # how a signed-in person finds this user again
+    if raw.get("email") is not None:
+        fields["email"] = checked_email(raw["email"])
+    for name in ("signin", "login"):  # how a signed-in person finds this user again
         _optional_text(raw, name, 500, fields, name)
     for name in ("disabled_at", "max_ips", "session_gen"):
         if raw.get(name) is not None:

@@ -27,6 +27,7 @@ TOKEN_HINT_CHARS = 4
 MAX_NICKNAME_CHARS = 80
 MAX_NOTE_CHARS = 2000
 MAX_REASON_CHARS = 500
+MAX_EMAIL_CHARS = 254  # the longest address SMTP carries
 SORTS = ("created_at", "last_used_at", "prompt_count", "nickname")
 # A user hash's fields and its addresses with the time each was first seen (ms): a whole user as stored.
 UserRecord = tuple[dict[str, str], list[tuple[str, int]]]
@@ -74,7 +75,7 @@ def read_user_fields(body: Any, families: tuple[str, ...], *, creating: bool) ->
     """
     if not isinstance(body, dict):
         raise UserInputError("body", "must be a JSON object")
-    allowed = {"nickname", "type", "expires_at", "note", "max_ips", "public", "quotas", "refresh"}
+    allowed = {"nickname", "type", "expires_at", "note", "max_ips", "public", "quotas", "refresh", "email"}
     for name in body:
         if name not in allowed:
             raise UserInputError(str(name)[:40], f"is not a user field (known: {', '.join(sorted(allowed))})")
@@ -86,6 +87,11 @@ def read_user_fields(body: Any, families: tuple[str, ...], *, creating: bool) ->
                 changes.delete_fields.append(name)
             else:
                 changes.set_fields[name] = checked_text(name, value, limit)
+    if "email" in body:  # budgets are looked up by it and by its @domain (accounts/budgets.py)
+        if body["email"] is None and not creating:
+            changes.delete_fields.append("email")
+        else:
+            changes.set_fields["email"] = checked_email(body["email"])
     if "type" in body:
         if body["type"] not in USER_TYPES:
             raise UserInputError("type", f"must be one of {', '.join(USER_TYPES)}")
@@ -124,6 +130,15 @@ def checked_text(name: str, value: Any, limit: int) -> str:
     if len(value) > limit or any(not ch.isprintable() for ch in value):
         raise UserInputError(name, f"must be at most {limit} printable characters")
     return value
+
+
+def checked_email(value: Any) -> str:
+    """An email as budgets look it up: one `@` with text on each side, lower-cased (as Google sign-in writes it)."""
+    email = checked_text("email", value, MAX_EMAIL_CHARS).strip().lower()
+    local, at, domain = email.partition("@")
+    if not local or not at or not domain or "@" in domain or any(c.isspace() for c in email):
+        raise UserInputError("email", "must be an address like name@example.org")
+    return email
 
 
 def checked_count(name: str, value: Any, *, positive: bool = False) -> int:

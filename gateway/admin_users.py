@@ -51,7 +51,8 @@ class UsersController(Controller):
         """Create a user with the default quotas (TOKEN_QUOTA_<FAMILY>) under what the body sets.
 
         Body (every field optional): nickname, type (normal | special | temporary), expires_at (ms; temporary
-        users need it), note, max_ips, public, quotas {family: tokens, 0 unlimited}, refresh {family: tokens}.
+        users need it), note, max_ips, public, quotas {family: tokens, 0 unlimited}, refresh {family: tokens},
+        email (budgets are looked up by it and by its @domain).
         The answer's `token` is shown this once: poolgate keeps only its hash.
         """
         body = _json(await request.body())

@@ -229,3 +229,28 @@ def test_the_admin_sets_budgets_at_run_time_and_the_next_request_obeys(start_gat
     assert httpx.get(gateway.url + "/admin/budgets", headers=admin).json() == {"budgets": {"*": 5.0}}
     bad = httpx.patch(gateway.url + "/admin/budgets", json={"*": -1}, headers=admin)
     assert bad.status_code == 400 and "USD >= 0" in bad.json()["error"]["message"]
+
+
+def test_an_admin_gives_a_user_an_email_and_its_domains_budget_applies(start_gateway):
+    """AI Proxy hands tokens to emails: a user made through the admin API carries one, so @domain budgets reach it."""
+    small = worst_case_micro(CHAT) - 1  # just too little for one request
+    gateway = start_gateway(**USERS, ADMIN_KEY="admin-key-email-1234",
+                            BUDGETS=json.dumps({"@uni.example": usd(small)}))
+    admin = {"authorization": "Bearer admin-key-email-1234"}
+    made = httpx.post(gateway.url + "/admin/users", json={"nickname": "bob", "email": "Bob@Uni.Example"},
+                      headers=admin)
+    assert made.status_code == 201, made.text
+    assert made.json()["user"]["email"] == "bob@uni.example"
+    refused = httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=auth(made.json()["token"]))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+
+    user_id = made.json()["user"]["id"]
+    moved = httpx.patch(gateway.url + f"/admin/users/{user_id}", json={"email": "bob@elsewhere.example"},
+                        headers=admin)
+    assert moved.status_code == 200, moved.text
+    served = httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=auth(made.json()["token"]))
+    assert served.status_code == 200
+    for bad in ("not-an-email", "a@b@c", "@nobody", "x" * 300 + "@a.example"):
+        refused_field = httpx.patch(gateway.url + f"/admin/users/{user_id}", json={"email": bad}, headers=admin)
+        assert refused_field.status_code == 400, bad
+        assert refused_field.json()["error"]["message"].startswith("Invalid email:"), bad
