@@ -7,13 +7,23 @@ each one is pinned to what a browser receives (status, cookies, headers, page).
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
+import jwt
+import openai
+import pytest
 from checks_support import ADMIN_KEY, admin, listed_keys, run_checks
 from pages_support import csrf_of, post_form, signed_in
 from users_support import create_user, get_user, start_with_admin
 
 SECRET = "sk-pages-secret-key-0000000000000000000000007777"
+JWT_SECRET = "pages-session-secret-0123456789-abcdefghij"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+
+
+def _sdk(gateway, credential: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=credential, max_retries=0)
 
 
 # --- keys -------------------------------------------------------------------------------------------------------
@@ -156,6 +166,31 @@ def test_disabling_with_a_reason_enabling_and_rotating_a_users_token(start_gatew
     new_token = rotated.text.split('id="token" type="text" readonly value="', 1)[1].split('"', 1)[0]
     assert new_token.startswith("pg-") and new_token != token
     assert token not in rotated.text
+
+
+def test_revoking_a_users_sessions_from_the_page_ends_them_in_every_process(start_gateway, store_url):
+    settings = dict(GATEKEEPER="user_token,app_store", JWT_SECRET=JWT_SECRET, APP_BUNDLE_ID="org.example.chat")
+    first = start_with_admin(start_gateway, **settings)
+    second = start_with_admin(start_gateway, **settings) if store_url else first
+    user, token = create_user(first, nickname="dee")
+    session = admin(first, "POST", "/sessions", json={"user_id": user["id"]}).json()["token"]
+    store_session = jwt.encode({"sub": user["id"], "iat": int(time.time()), "exp": int(time.time()) + 3600,
+                                "jti": "j1", "method": "app_store", "gen": 0}, JWT_SECRET, algorithm="HS256")
+    for gateway in (first, second):
+        _sdk(gateway, session).chat.completions.create(**CHAT)
+    client = signed_in(first)
+    page = f"/admin/manage/users/{user['id']}"
+
+    reply = post_form(client, page, page + "/revoke-sessions")
+
+    assert reply.status_code == 303 and reply.headers["location"] == page + "?done=user-revoke-sessions"
+    assert "sign-in session" in client.get(reply.headers["location"]).text
+    for gateway in (first, second):
+        with pytest.raises(openai.AuthenticationError):
+            _sdk(gateway, session).chat.completions.create(**CHAT)
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, timeout=30,
+                          headers={"authorization": f"Bearer {store_session}"}).status_code == 407
+    _sdk(second, token).chat.completions.create(**CHAT)  # the user's own token is not a session: it still works
 
 
 def test_users_are_listed_searched_sorted_and_paged(start_gateway):

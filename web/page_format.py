@@ -17,6 +17,7 @@ NOTICES = {
     "user-disable": "The user is disabled.",
     "user-enable": "The user is enabled (and any rate-limit ban on it lifted).",
     "user-refresh-quota": "The user's quotas are refreshed.",
+    "user-revoke-sessions": "Every sign-in session of the user has ended (in every process); its token still works.",
     "user-delete": "The user is deleted; its token no longer works.",
 }
 
