@@ -63,6 +63,7 @@ from web.admin_pages import admin_page_routes
 from web.login import login_route
 from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
+from web.usage_pages import UsagePages
 from web.user_admin_pages import UserPages
 from web.user_page import user_page_routes
 
@@ -105,7 +106,8 @@ class PoolgateApp:
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.litestar.register(AdminSessionsController)  # sessions handed out by an admin (gateway/signin.py)
         self.litestar.register(UsageController)  # the usage report, GET /usage and /usage/me (gateway/usage_routes.py)
-        pages: list[Any] = [*admin_page_routes, UserPages, *user_page_routes]  # the same in a browser, and /user
+        # The same in a browser (keys, policy, maintenance, users, usage), and /user.
+        pages: list[Any] = [*admin_page_routes, UserPages, UsagePages, *user_page_routes]
         for page in pages:
             self.litestar.register(page)
         self.status_page = StatusPage(self)

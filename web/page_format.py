@@ -33,3 +33,9 @@ def when(ms: int | None) -> str:
     if not ms:
         return "—"
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
+
+
+def usd(value: float) -> str:
+    """Dollars with cents, and with up to six decimals for what costs less than a cent ($0.000123)."""
+    whole, _, fraction = f"{value:,.6f}".rstrip("0").partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"
