@@ -13,6 +13,7 @@ NOTICES = {
     "key-recheck": "The key is being checked.",
     "key-remove": "The key is removed.",
     "policy-saved": "The lists are saved; every gateway process uses them within about a second.",
+    "filter-saved": "The prompt filter is saved; every gateway process uses it within about a second.",
     "user-saved": "The user is saved.",
     "user-disable": "The user is disabled.",
     "user-enable": "The user is enabled (and any rate-limit ban on it lifted).",
