@@ -18,6 +18,8 @@ from money_support import CHAT, USERS, month_now, user_with_id
 from pages_support import signed_in
 from users_support import create_user
 
+from accounts.usage_store import open_usage_database
+
 
 def _served(gateway: Any, token: str, model: str = "gpt-4o-mini", n: int = 1) -> float:
     """What `n` SDK requests cost, as their replies' `cost` headers say."""
@@ -138,3 +140,24 @@ def test_without_budgets_the_user_page_says_no_budget(start_gateway, tmp_path):
     assert '<dd id="budget">no budget</dd>' in page.text
     spend = re.search(r'<dd id="spend">(\$[0-9.,]+) in ', page.text)
     assert spend and _dollars(spend.group(1)) == pytest.approx(cost, abs=1e-6)
+
+
+def test_the_csv_of_every_request_holds_more_than_one_report_page(start_gateway, tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    gateway = start_gateway(**USERS, ADMIN_KEY=ADMIN_KEY, USAGE_DB_PATH=str(path))
+    now_ms = int(gateway.run(gateway.app.store.time())[0]) * 1000
+    rows = [{"id": f"{now_ms}-{n}", "time_ms": now_ms, "user_id": "user:00000000000000c1", "model": "gpt-4o-mini",
+             "family": "gpt-4o-mini", "key_id": "k1", "input_tokens": 8, "output_tokens": 16, "cached_tokens": 0,
+             "cache_write_tokens": 0, "cost": 11, "status": 200, "latency_ms": 5, "queue_ms": 0, "estimated": 0}
+            for n in range(2_345)]  # settled earlier today, as the mover writes them; more than 2 pages of 1,000
+    database = open_usage_database(str(path))
+    database.write(rows)
+    database.close()
+    client = signed_in(gateway)
+
+    reply = client.get("/admin/manage/usage/csv")
+    page = client.get("/admin/manage/usage")
+
+    written = list(csv.DictReader(io.StringIO(reply.text)))
+    assert len(written) == 2_345 and len({r["id"] for r in written}) == 2_345
+    assert _cell(page.text, 'data-model="gpt-4o-mini"', "requests") == "2,345"
