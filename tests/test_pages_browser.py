@@ -196,9 +196,12 @@ def test_wrong_passwords_in_the_login_form_lock_the_address_out(start_gateway, p
 
 
 def test_the_user_page_shows_only_that_users_data(start_gateway, page, tmp_path):
-    gateway = start_with_admin(start_gateway, PUBLIC_URL="https://proxy.example.org", QUOTA_REFRESH_PERIOD="daily")
+    gateway = start_with_admin(start_gateway, PUBLIC_URL="https://proxy.example.org", QUOTA_REFRESH_PERIOD="daily",
+                               GATEKEEPER="user_token", MONTHLY_BUDGET_USD="5")
     _ann, ann_token = create_user(gateway, nickname="ann-lookup", quotas={"gpt-4o": 2000})
-    create_user(gateway, nickname="bob-lookup", quotas={"gpt-4o": 7777})
+    _bob, bob_token = create_user(gateway, nickname="bob-lookup", quotas={"gpt-4o": 7777})
+    spent = _served(gateway, ann_token, "gpt-4o-mini", 2)
+    _served(gateway, bob_token, "gpt-4o", 3)
 
     page.goto(gateway.url + "/user")
     page.fill("#token", ann_token)
@@ -209,6 +212,10 @@ def test_the_user_page_shows_only_that_users_data(start_gateway, page, tmp_path)
     assert "ann-lookup" in text and "bob-lookup" not in text and "7,777" not in text
     assert page.inner_text("tr[data-family='gpt-4o'] td.left") == "2,000"
     assert "next at" in text and "https://proxy.example.org/proxy/openai" in text
+    assert page.inner_text("#spend").endswith(" · 2 requests")
+    assert float(page.inner_text("#spend").split(" ")[0].lstrip("$")) == pytest.approx(spent, abs=1e-6)
+    assert page.inner_text("#budget").startswith("$5.00 a month")
+    assert not page.is_visible("tr[data-model='gpt-4o']"), "bob's model is not ann's"
     assert ann_token not in page.content()
     screenshot(page, tmp_path, "user-page.png")
 
