@@ -25,7 +25,7 @@ def wait_chart(family: str, recent_waits: Sequence[Sequence[float]], now: float)
     else:
         label = f"{family}: nobody waited in the last 15 minutes"
     spread = [((t - start) / CHART_WINDOW_SEC, w) for t, w in points]
-    return _svg("wait-chart", f'data-family="{escape(family)}"', label, spread, WIDTH, HEIGHT)
+    return _svg("wait-chart", f'data-family="{escape(family)}"', label, spread, WIDTH, HEIGHT, least_peak=1.0)
 
 
 def daily_chart(month: str, days_in_month: int, spend_by_day: dict[int, float]) -> Markup:
@@ -40,12 +40,14 @@ def daily_chart(month: str, days_in_month: int, spend_by_day: dict[int, float]) 
     spent = dict(points)
     spread = [((day - 1) / max(days_in_month - 1, 1), spent.get(day, 0.0)) for day in range(1, days_in_month + 1)]
     return _svg("daily-chart", f'data-month="{escape(month)}"', label, spread if points else [],
-                DAILY_WIDTH, DAILY_HEIGHT)
+                DAILY_WIDTH, DAILY_HEIGHT, least_peak=1e-6)
 
 
-def _svg(kind: str, data: str, label: str, spread: Sequence[tuple[float, float]], width: int, height: int) -> Markup:
-    """A line over a shaded area: `spread` is (x from 0 to 1, value); the largest value sets the scale."""
-    scale = max(max((v for _, v in spread), default=0.0), 1e-9 if kind == "daily-chart" else 1.0)
+def _svg(kind: str, data: str, label: str, spread: Sequence[tuple[float, float]], width: int, height: int, *,
+         least_peak: float) -> Markup:
+    """A line over a shaded area: `spread` is (x from 0 to 1, value); the largest value (at least `least_peak`,
+    so a flat series of tiny values stays low) sets the scale."""
+    scale = max(max((v for _, v in spread), default=0.0), least_peak)
     inner_h = height - 2 * PAD
     coords = [(round(x * width, 1), round(height - PAD - v / scale * inner_h, 1)) for x, v in spread]
     baseline = height - PAD
