@@ -127,6 +127,19 @@ class HoldKeeper:
                 log.warning("could not renew cost reservations: %s", type(exc).__name__)
 
 
+async def budget_of(store: Any, budgets_key: str, user_id: str, email: str, default_micro: int) -> int:
+    """A user's monthly budget in micro-dollars (0: none), found as admission finds it (admit.lua): the budget
+    table's "user:{id}", the email, "@{domain}", "*", else the default. A reader's copy of that lookup, for the
+    usage pages; admission itself never calls it."""
+    at = email.find("@")
+    domain = email[at:] if 0 <= at < len(email) - 1 else ""
+    found = await store.hmget(budgets_key, f"user:{user_id}", email or "-", domain or "-", "*")
+    for value in found:
+        if value is not None:
+            return int(value)
+    return default_micro
+
+
 async def set_budgets(store: Any, budgets_key: str, budgets: dict[str, float]) -> None:
     """BUDGETS: write the budget table (USD) into the store, replacing it; {} leaves it alone."""
     if not budgets:

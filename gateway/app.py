@@ -45,7 +45,8 @@ from gateway.key_registration import KeyRegistration
 from gateway.logging_setup import configure_logging
 from gateway.metrics import MetricsStore, RequestObserver, Tally
 from gateway.pipeline import ProxyPipeline
-from gateway.policy_wiring import build_front_door, build_request_policy
+from gateway.policy_wiring import build_front_door, build_prompt_filter, build_request_policy
+from gateway.prompt_filter import PromptFilter
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
 from gateway.routing import resolve_route
@@ -63,6 +64,7 @@ from web.admin_pages import admin_page_routes
 from web.login import login_route
 from web.metrics import metrics_route
 from web.routes import StatusPage, status_routes
+from web.usage_pages import UsagePages
 from web.user_admin_pages import UserPages
 from web.user_page import user_page_routes
 
@@ -85,6 +87,7 @@ class PoolgateApp:
         self.usage_mover: UsageLedger | None = None  # the usage records: moved from the store, read by GET /usage
         self._pipeline: ProxyPipeline | None = None
         self.front_door: FrontDoor | None = None  # blocks and CORS (gateway/front_door.py), built at start-up
+        self.prompt_filter: PromptFilter | None = None  # REJECT_PHRASES (gateway/prompt_filter.py), built at start-up
         self.signin: SignIn | None = None  # sessions and sign-in (gateway/signin.py), built at start-up
         self._observer = RequestObserver(Tally())  # counts and times each proxied request (gateway/metrics.py)
         self.metrics: MetricsStore | None = None
@@ -105,7 +108,8 @@ class PoolgateApp:
         self.litestar.register(AdminPolicyController)  # and for the policy's lists (gateway/admin_policy.py)
         self.litestar.register(AdminSessionsController)  # sessions handed out by an admin (gateway/signin.py)
         self.litestar.register(UsageController)  # the usage report, GET /usage and /usage/me (gateway/usage_routes.py)
-        pages: list[Any] = [*admin_page_routes, UserPages, *user_page_routes]  # the same in a browser, and /user
+        # The same in a browser (keys, policy, maintenance, users, usage), and /user.
+        pages: list[Any] = [*admin_page_routes, UserPages, UsagePages, *user_page_routes]
         for page in pages:
             self.litestar.register(page)
         self.litestar.register(BudgetsController)  # and the budget table, /admin/budgets
@@ -150,6 +154,8 @@ class PoolgateApp:
         # a Redis restart each pooled connection fails its next command once (tests/test_store_repopulation.py).
         self.front_door = await build_front_door(s, self.store)
         self.litestar.state.policy_blocks = self.front_door.blocks
+        self.prompt_filter = await build_prompt_filter(s, self.store)  # REJECT_PHRASES, editable by an admin
+        self.litestar.state.prompt_filter = self.prompt_filter
         self.signin = build_signin(s, self.store)
         keys = parse_keys("openai", s.openai_keys) + parse_keys("anthropic", s.anthropic_keys)
         # Registered now, and again by whichever process first sees the store come back empty.
@@ -224,7 +230,7 @@ class PoolgateApp:
             proxy_route="/" + s.proxy_endpoint_route.strip("/"),
             allowed_families=frozenset(s.allowed_model_families),
             stalled_client_sec=s.stalled_client_sec,
-            policy=build_request_policy(s, self.store),
+            policy=build_request_policy(s, self.prompt_filter),
             model_aliases=s.aliases,
             translate_on_provider_routes=s.translate_on_provider_routes,
         )
@@ -254,6 +260,8 @@ class PoolgateApp:
         deadline = loop.time() + STOP_WITHIN_SEC
         if self.front_door is not None:
             await within(deadline, "the policy lists' watch", self.front_door.blocks.stop())
+        if self.prompt_filter is not None:
+            await within(deadline, "the prompt filter's watch", self.prompt_filter.stop())
         # Requests cancelled at the end of the shut-down grace are still giving back their leases and tickets.
         await self._observer.wait_for_requests(timeout_sec=min(10.0, max(0.0, deadline - loop.time())))
         if self.metrics is not None:

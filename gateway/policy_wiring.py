@@ -13,13 +13,20 @@ from gateway.prompt_filter import PromptFilter
 from gateway.settings import Settings
 
 
-def build_request_policy(s: Settings, store: Any) -> RequestPolicy:
+async def build_prompt_filter(s: Settings, store: Any) -> PromptFilter:
+    """REJECT_PHRASES at first start, then what an admin stored; kept in step in the background."""
+    prompt_filter = PromptFilter(s.reject_phrases, s.reject_message, store, s.redis_prefix)
+    await prompt_filter.start()
+    return prompt_filter
+
+
+def build_request_policy(s: Settings, prompt_filter: PromptFilter) -> RequestPolicy:
     return RequestPolicy(
         caps={
             "openai": Caps(s.max_context_tokens_openai, s.max_output_tokens_openai),
             "anthropic": Caps(s.max_context_tokens_anthropic, s.max_output_tokens_anthropic),
         },
-        prompt_filter=PromptFilter(s.reject_phrases, s.reject_message, store, s.redis_prefix),
+        prompt_filter=prompt_filter,
         count_tokens=s.count_prompt_tokens,
     )
 

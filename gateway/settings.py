@@ -294,7 +294,7 @@ class Settings:
     reject_phrases: str = _setting(
         "REJECT_PHRASES", "",
         "Prompts matching any of these are refused (403): comma-separated case-insensitive regular expressions, "
-        "`\"quoted\"` when one holds a comma",
+        "`\"quoted\"` when one holds a comma (editable at run time: `PUT /admin/policy/prompt-filter`)",
         secret=True,  # not published on the status page: it would tell abusers what to avoid
     )
     reject_message: str = _setting(

@@ -3,11 +3,12 @@
     GET /usage      ?month=YYYY-MM (default: this budget month) &user=<id> | &email=<address>
                     &group_by=user|model|day &sort=time|cost|input_tokens|output_tokens|latency_ms|requests
                     (always descending) &skip=0 &limit=100 (at most 1000) &format=json|csv
-    GET /usage/me   the caller's own month, with their user token: cost, requests, tokens by model
+    GET /usage/me   the caller's own month, with their user token: cost, requests, budget, tokens by model
     GET /admin/budgets             the budget table, USD: {"user:<id>" | email | "@domain" | "*": amount}
     PATCH /admin/budgets           {"<who>": USD, ...}; null removes an entry (0: no budget for them)
 
-Rows come from the usage database (`accounts.usage_store`); what settlement
+The admin pages (web/usage_pages.py) and `/user` read the same functions
+(`usage_report`, `user_month`). Rows come from the usage database (`accounts.usage_store`); what settlement
 appended since the last move is moved first, so the report is current. Money
 is shown in USD. Bad parameters are a 400 naming the parameter; no answer
 holds a key or a token.
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from litestar import Controller, Request, Response, get, patch
 
-from accounts.budgets import micro_to_usd, usd_to_micro
+from accounts.budgets import budget_of, micro_to_usd, usd_to_micro
 from accounts.schema import AccountsSchema, token_hash
 from accounts.usage_store import GROUPS, SORTS, ReportQuery
 from gateway.admin import AdminController, AdminError, require_admin
@@ -45,7 +46,6 @@ class UsageController(Controller):
         """Every request of a month (or grouped by user, model or day), newest or dearest first; JSON or CSV."""
         app = request.app.state.admin_services
         p = request.query_params
-        month, start_ms, end_ms = _month_range(p.get("month", ""), app.settings.budget_time_zone)
         group_by = p.get("group_by", "")
         if group_by and group_by not in GROUPS:
             raise AdminError(400, "invalid_request_error", f"group_by must be one of {', '.join(GROUPS)}.")
@@ -59,19 +59,18 @@ class UsageController(Controller):
             user_id = await _user_by_email(app, p["email"])
             if not user_id:
                 raise AdminError(404, "not_found_error", "No user has this email.")
-        await app.usage_mover.move_now()
-        query = ReportQuery(start_ms, end_ms, f"user:{user_id}" if user_id else "", group_by, sort, skip, limit,
-                            _offset_ms(app.settings.budget_time_zone))
-        rows = [_shown(row, group_by) for row in await app.usage_mover.report(query)]
+        month, rows = await usage_report(app, p.get("month", ""), user_id=user_id, group_by=group_by, sort=sort,
+                                         skip=skip, limit=limit)
         if p.get("format") == "csv" or "text/csv" in request.headers.get("accept", ""):
-            return Response(_csv(rows), media_type="text/csv",
+            return Response(usage_csv(rows), media_type="text/csv",
                             headers={"content-disposition": f'attachment; filename="usage-{month}.csv"'})
         return Response({"month": month, "group_by": group_by or None, "sort": sort, "skip": skip, "limit": limit,
                          "rows": rows})
 
     @get("/me")
     async def mine(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        """The caller's own month (their user token, as on the proxy routes): cost, requests, tokens by model."""
+        """The caller's own month (their user token, as on the proxy routes): cost, requests, budget (null: none),
+        tokens by model."""
         app = request.app.state.admin_services
         headers = {k.encode().lower(): v.encode() for k, v in request.headers.items()}
         credential = presented_credential(headers, request.query_params.get("key"))
@@ -82,15 +81,34 @@ class UsageController(Controller):
         if not fields or fields.get("token_hash") != token_hash(credential or ""):
             raise AdminError(401, "authentication_error", "This needs your user token: Authorization: Bearer <token>.",
                              {"WWW-Authenticate": "Bearer"})
-        month, start_ms, end_ms = _month_range(request.query_params.get("month", ""), app.settings.budget_time_zone)
-        await app.usage_mover.move_now()
-        by_model = await app.usage_mover.report(ReportQuery(start_ms, end_ms, f"user:{fields['id']}", "model",
-                                                            "cost", 0, MAX_LIMIT))
-        return {
-            "month": month, "cost": micro_to_usd(int(fields.get(f"cost:{month}", 0))),
-            "requests": int(fields.get(f"requests:{month}", 0)),
-            "by_model": [_shown(row, "model") for row in by_model],
-        }
+        return await user_month(app, fields["id"], request.query_params.get("month", ""))
+
+
+async def usage_report(app: Any, month: str, *, user_id: str = "", group_by: str = "", sort: str = "time",
+                       skip: int = 0, limit: int = 100) -> tuple[str, list[dict[str, Any]]]:
+    """A month's report ("" = this budget month) as `GET /usage` shows it, and the admin pages too: what
+    settlement appended is moved first, so it is current. A bad month is a 400 AdminError."""
+    month, start_ms, end_ms = _month_range(month, app.settings.budget_time_zone)
+    await app.usage_mover.move_now()
+    query = ReportQuery(start_ms, end_ms, f"user:{user_id}" if user_id else "", group_by, sort, skip, limit,
+                        _offset_ms(app.settings.budget_time_zone))
+    return month, [_shown(row, group_by) for row in await app.usage_mover.report(query)]
+
+
+async def user_month(app: Any, user_id: str, month: str = "") -> dict[str, Any]:
+    """One user's month, for `GET /usage/me` and the `/user` page: spend and requests as settlement counts them
+    (the user's record), the budget admission holds them to (None: no budget), and tokens by model."""
+    month, by_model = await usage_report(app, month, user_id=user_id, group_by="model", sort="cost", limit=MAX_LIMIT)
+    s = app.settings
+    schema = AccountsSchema(s.redis_prefix)
+    cost, requests, email, kind = await app.store.hmget(
+        schema.user(user_id), f"cost:{month}", f"requests:{month}", "email", "type")
+    budget = 0 if _text(kind or b"") == "special" else await budget_of(
+        app.store, schema.budgets, user_id, _text(email or b""), max(usd_to_micro(s.monthly_budget_usd), 0))
+    return {
+        "month": month, "cost": micro_to_usd(int(cost or 0)), "requests": int(requests or 0),
+        "budget": micro_to_usd(budget) if budget > 0 else None, "by_model": by_model,
+    }
 
 
 class BudgetsController(Controller):
@@ -183,7 +201,7 @@ def _iso(ms: Any) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def usage_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from checks_support import ADMIN_KEY, admin, listed_keys
 from test_status_page_browser import CHROMIUM, QUIET_FLAGS
@@ -77,7 +78,8 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> None:
 
 
 def test_an_admin_runs_the_proxy_from_the_browser(start_gateway, page, tmp_path):
-    gateway = start_with_admin(start_gateway, GATEKEEPER="user_token", SERVER_TITLE="Friends' proxy")
+    gateway = start_with_admin(start_gateway, GATEKEEPER="user_token,app_store", SERVER_TITLE="Friends' proxy",
+                               JWT_SECRET="browser-session-secret-0123456789-abcdef", APP_BUNDLE_ID="org.example.chat")
     url = gateway.url
 
     log_in(page, url)
@@ -119,6 +121,28 @@ def test_an_admin_runs_the_proxy_from_the_browser(start_gateway, page, tmp_path)
     assert "enabled" in page.inner_text("#state")
     assert get_user(gateway, user_id).json()["user"]["disabled_at"] is None
 
+    session = admin(gateway, "POST", "/sessions", json={"user_id": user_id}).json()["token"]
+    spent = _served(gateway, token, "gpt-4o-mini", 3) + _served(gateway, session, "gpt-4o", 1)
+    submit(page, "button:has-text('Revoke sessions')")
+    assert "sign-in session of the user has ended" in page.inner_text("[role=status]")
+    with pytest.raises(openai.AuthenticationError):
+        _served(gateway, session, "gpt-4o-mini", 1)
+    assert _served(gateway, token, "gpt-4o-mini", 1) >= 0, "the user's own token still works"
+
+    page.click("nav.admin >> text=Usage")
+    assert page.inner_text(f"tr[data-user='user:{user_id}'] th") == "ann"
+    assert page.inner_text(f"tr[data-user='user:{user_id}'] td.requests") == "5"
+    assert page.inner_text("tr[data-model='gpt-4o'] td.requests") == "1"
+    assert float(page.inner_text("#totals dd.cost").lstrip("$")) >= spent
+    assert page.is_visible("svg.daily-chart polyline")
+    screenshot(page, tmp_path, "admin-usage.png")
+    with page.expect_download() as download:
+        page.click("#downloads >> text=by model")
+    rows = (Path(download.value.path())).read_text().splitlines()
+    assert rows[0].startswith("model,requests,cost") and len(rows) == 3
+    page.goto(f"{url}/admin/manage/usage?month=2020-01")
+    assert "No requests this month." in page.inner_text("#by-user")
+
     export = tmp_path / "oai-users.json"
     export.write_text(json.dumps({"users": [{"token": "legacy-token-browser-01", "type": "special",
                                              "nickname": "imported-friend", "createdAt": 1_700_000_000_000}]}))
@@ -134,6 +158,13 @@ def test_an_admin_runs_the_proxy_from_the_browser(start_gateway, page, tmp_path)
     assert page.url == url + "/admin"
     page.goto(url + "/admin/manage/users")
     assert page.url == url + "/admin", "after logging out the pages ask for the key again"
+
+
+def _served(gateway: Any, credential: str, model: str, n: int) -> float:
+    """What `n` SDK requests cost, as their replies' `cost` headers say."""
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=credential, max_retries=0)
+    chat = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    return sum(float(client.chat.completions.with_raw_response.create(**chat).headers["cost"]) for _ in range(n))
 
 
 def test_a_form_posted_without_its_csrf_token_is_refused(start_gateway, page):
@@ -165,9 +196,12 @@ def test_wrong_passwords_in_the_login_form_lock_the_address_out(start_gateway, p
 
 
 def test_the_user_page_shows_only_that_users_data(start_gateway, page, tmp_path):
-    gateway = start_with_admin(start_gateway, PUBLIC_URL="https://proxy.example.org", QUOTA_REFRESH_PERIOD="daily")
+    gateway = start_with_admin(start_gateway, PUBLIC_URL="https://proxy.example.org", QUOTA_REFRESH_PERIOD="daily",
+                               GATEKEEPER="user_token", MONTHLY_BUDGET_USD="5")
     _ann, ann_token = create_user(gateway, nickname="ann-lookup", quotas={"gpt-4o": 2000})
-    create_user(gateway, nickname="bob-lookup", quotas={"gpt-4o": 7777})
+    _bob, bob_token = create_user(gateway, nickname="bob-lookup", quotas={"gpt-4o": 7777})
+    spent = _served(gateway, ann_token, "gpt-4o-mini", 2)
+    _served(gateway, bob_token, "gpt-4o", 3)
 
     page.goto(gateway.url + "/user")
     page.fill("#token", ann_token)
@@ -178,6 +212,10 @@ def test_the_user_page_shows_only_that_users_data(start_gateway, page, tmp_path)
     assert "ann-lookup" in text and "bob-lookup" not in text and "7,777" not in text
     assert page.inner_text("tr[data-family='gpt-4o'] td.left") == "2,000"
     assert "next at" in text and "https://proxy.example.org/proxy/openai" in text
+    assert page.inner_text("#spend").endswith(" · 2 requests")
+    assert float(page.inner_text("#spend").split(" ")[0].lstrip("$")) == pytest.approx(spent, abs=1e-6)
+    assert page.inner_text("#budget").startswith("$5.00 a month")
+    assert not page.is_visible("tr[data-model='gpt-4o']"), "bob's model is not ann's"
     assert ann_token not in page.content()
     screenshot(page, tmp_path, "user-page.png")
 
@@ -189,7 +227,8 @@ def test_the_pages_are_dark_with_the_system_and_fit_a_phone(start_gateway, chrom
     phone = context.new_page()
     try:
         log_in(phone, gateway.url)
-        for path in ("/admin/manage/keys", "/admin/manage/users", "/admin/manage/policy", "/user"):
+        for path in ("/admin/manage/keys", "/admin/manage/users", "/admin/manage/policy", "/admin/manage/usage",
+                     "/user"):
             phone.goto(gateway.url + path)
             background = phone.evaluate("getComputedStyle(document.body).backgroundColor")
             overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")

@@ -7,13 +7,24 @@ each one is pinned to what a browser receives (status, cookies, headers, page).
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
+import jwt
+import openai
+import pytest
 from checks_support import ADMIN_KEY, admin, listed_keys, run_checks
 from pages_support import csrf_of, post_form, signed_in
+from processes import wait_for
 from users_support import create_user, get_user, start_with_admin
 
 SECRET = "sk-pages-secret-key-0000000000000000000000007777"
+JWT_SECRET = "pages-session-secret-0123456789-abcdefghij"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+
+
+def _sdk(gateway, credential: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=credential, max_retries=0)
 
 
 # --- keys -------------------------------------------------------------------------------------------------------
@@ -158,6 +169,31 @@ def test_disabling_with_a_reason_enabling_and_rotating_a_users_token(start_gatew
     assert token not in rotated.text
 
 
+def test_revoking_a_users_sessions_from_the_page_ends_them_in_every_process(start_gateway, store_url):
+    settings = dict(GATEKEEPER="user_token,app_store", JWT_SECRET=JWT_SECRET, APP_BUNDLE_ID="org.example.chat")
+    first = start_with_admin(start_gateway, **settings)
+    second = start_with_admin(start_gateway, **settings) if store_url else first
+    user, token = create_user(first, nickname="dee")
+    session = admin(first, "POST", "/sessions", json={"user_id": user["id"]}).json()["token"]
+    store_session = jwt.encode({"sub": user["id"], "iat": int(time.time()), "exp": int(time.time()) + 3600,
+                                "jti": "j1", "method": "app_store", "gen": 0}, JWT_SECRET, algorithm="HS256")
+    for gateway in (first, second):
+        _sdk(gateway, session).chat.completions.create(**CHAT)
+    client = signed_in(first)
+    page = f"/admin/manage/users/{user['id']}"
+
+    reply = post_form(client, page, page + "/revoke-sessions")
+
+    assert reply.status_code == 303 and reply.headers["location"] == page + "?done=user-revoke-sessions"
+    assert "sign-in session" in client.get(reply.headers["location"]).text
+    for gateway in (first, second):
+        with pytest.raises(openai.AuthenticationError):
+            _sdk(gateway, session).chat.completions.create(**CHAT)
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, timeout=30,
+                          headers={"authorization": f"Bearer {store_session}"}).status_code == 407
+    _sdk(second, token).chat.completions.create(**CHAT)  # the user's own token is not a session: it still works
+
+
 def test_users_are_listed_searched_sorted_and_paged(start_gateway):
     gateway = start_with_admin(start_gateway)
     for number in range(55):
@@ -213,6 +249,54 @@ def test_the_blocked_lists_are_edited_in_the_page(start_gateway):
         "ip_blacklist": ["203.0.113.0/24", "198.51.100.7"], "admin_whitelist": [],
         "blocked_origins": ["reseller.example"]}
     assert "198.51.100.7" in client.get("/admin/manage/policy").text
+
+
+def test_prompt_filter_edits_in_the_page_take_effect_for_requests_in_every_process(start_gateway, store_url, upstream):
+    settings = dict(REJECT_PHRASES="from-settings", REJECT_MESSAGE="Refused at start-up.")
+    first = start_with_admin(start_gateway, **settings)
+    second = start_with_admin(start_gateway, **settings) if store_url else first
+    client = signed_in(first)
+    page = client.get("/admin/manage/policy")
+    assert "from-settings" in page.text and "Refused at start-up." in page.text
+
+    bad = post_form(client, "/admin/manage/policy", "/admin/manage/policy/prompt-filter",
+                    reject_phrases="fine\n(unclosed", reject_message="")
+    saved = post_form(client, "/admin/manage/policy", "/admin/manage/policy/prompt-filter",
+                      reject_phrases="forbidden\\s+word\nalpha, beta", reject_message="Not on this proxy.")
+
+    assert bad.status_code == 400 and "Nothing was saved" in bad.text and "(unclosed" in bad.text
+    assert saved.status_code == 303 and saved.headers["location"] == "/admin/manage/policy?done=filter-saved"
+    assert admin(first, "GET", "/policy/prompt-filter").json() == {
+        "reject_phrases": ["forbidden\\s+word", "alpha, beta"], "reject_message": "Not on this proxy."}
+
+    def refused(gateway, text: str) -> openai.PermissionDeniedError | None:
+        try:
+            _sdk(gateway, "unused").chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+        except openai.PermissionDeniedError as error:
+            return error
+        return None
+
+    assert wait_for(lambda: refused(second, "say the FORBIDDEN   word") is not None, timeout=10)
+    error = refused(first, "Alpha, Beta!")
+    assert error is not None and error.body["message"] == "Not on this proxy."
+    assert refused(second, "from-settings") is None, "the stored list replaced the settings' list"
+    sent = [r["body"] for r in upstream.requests if r["path"].endswith("/chat/completions")]
+    assert "from-settings" in sent[-1] and not [b for b in sent if "Alpha, Beta" in b], "refused: never sent"
+
+
+def test_the_prompt_filter_api_refuses_what_is_not_a_list_of_patterns(start_gateway):
+    gateway = start_with_admin(start_gateway, REJECT_MESSAGE="Default message.")
+
+    unclosed = admin(gateway, "PUT", "/policy/prompt-filter", json={"reject_phrases": ["(unclosed"]})
+    not_a_list = admin(gateway, "PUT", "/policy/prompt-filter", json={"reject_phrases": "one, two"})
+    not_json = admin(gateway, "PUT", "/policy/prompt-filter", content=b"{")
+    no_key = httpx.put(gateway.url + "/admin/policy/prompt-filter", json={"reject_phrases": []})
+    saved = admin(gateway, "PUT", "/policy/prompt-filter", json={"reject_phrases": ["x+y"]})
+
+    assert [r.status_code for r in (unclosed, not_a_list, not_json, no_key)] == [400, 400, 400, 401]
+    assert "regular expression" in unclosed.json()["error"]["message"]
+    assert saved.json() == {"reject_phrases": ["x+y"], "reject_message": "Default message."}
 
 
 def test_maintenance_refreshes_quotas_and_expires_temporary_users(start_gateway):

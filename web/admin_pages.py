@@ -4,10 +4,11 @@
     POST /admin/login | /admin/logout
     GET  /admin/manage[/keys]            the pool per provider and family; add, disable, enable, recheck, remove
     GET|POST /admin/manage/policy        blocked addresses and origins, /admin's networks
+    POST /admin/manage/policy/prompt-filter   the prompt filter's phrases and message
     GET  /admin/manage/maintenance       refresh all quotas, expire temporary users, recheck all keys
 
 Each action calls the function the admin API calls (gateway/admin.py,
-accounts/users.py, gateway/blocks.py): one implementation of each, never an
+accounts/users.py, gateway/blocks.py, gateway/prompt_filter.py): one implementation of each, never an
 HTTP call to ourselves. Users have their own pages (web/user_admin_pages.py).
 A wrong admin key here counts toward the same lockout as the API's.
 """
@@ -25,7 +26,9 @@ from accounts.schema import AccountsSchema
 from accounts.users import UserBook
 from gateway.admin import AdminError, add_pool_keys, recheck_keys, remove_pool_key, set_key_disabled
 from gateway.admin_guard import AdminGuard
+from gateway.admin_policy import prompt_filter_of
 from gateway.blocks import Blocks, PolicyLists
+from gateway.prompt_filter import PromptRules
 from keypool.inventory import KeyInventory
 from keypool.schema import PoolSchema
 from web.admin_frame import (
@@ -178,6 +181,24 @@ class AdminPages(Controller):
                  len(lists.ip_blacklist), len(lists.admin_whitelist), len(lists.blocked_origins))
         return see(HOME_PATH + "/policy", "policy-saved")
 
+    @post("/policy/prompt-filter", status_code=303)
+    async def save_prompt_filter(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """One regular expression per line (commas are part of a phrase here), and the refusal's message."""
+        form = await read_form(request)
+        prompt_filter = prompt_filter_of(request)
+        phrases = lines_of(str(form.get("reject_phrases") or ""), commas=False)
+        message = str(form.get("reject_message") or "").strip()
+        try:
+            rules = PromptRules.from_json({"reject_phrases": phrases, "reject_message": message},
+                                          prompt_filter.default_message)
+        except ValueError as error:
+            shown = PromptRules(tuple(phrases), message)
+            return _policy_page(request, _blocks(request).lists, status=400, problem=f"Nothing was saved: {error}.",
+                                rules=shown)
+        await prompt_filter.replace(rules)
+        log.info("admin pages: prompt filter replaced (%d phrases)", len(rules.reject_phrases))
+        return see(HOME_PATH + "/policy", "filter-saved")
+
     @get("/maintenance")
     async def maintenance(self, request: Request[Any, Any, Any]) -> Response[Any]:
         return render(request, "maintenance.html", notice=NOTICES.get(request.query_params.get("done", ""), ""))
@@ -216,11 +237,10 @@ async def _keys_page(request: Request[Any, Any, Any], *, status: int = 200, noti
 
 
 def _policy_page(request: Request[Any, Any, Any], lists: PolicyLists, *, status: int = 200,
-                 problem: str = "") -> Response[Any]:
-    s = settings_of(request)
+                 problem: str = "", rules: PromptRules | None = None) -> Response[Any]:
     return render(request, "policy.html", status=status, lists=lists, problem=problem,
                   notice=NOTICES.get(request.query_params.get("done", ""), ""),
-                  reject_phrases=s.reject_phrases, reject_message=s.reject_message)
+                  rules=rules or prompt_filter_of(request).rules)
 
 
 def _blocks(request: Request[Any, Any, Any]) -> Blocks:

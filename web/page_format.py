@@ -13,10 +13,12 @@ NOTICES = {
     "key-recheck": "The key is being checked.",
     "key-remove": "The key is removed.",
     "policy-saved": "The lists are saved; every gateway process uses them within about a second.",
+    "filter-saved": "The prompt filter is saved; every gateway process uses it within about a second.",
     "user-saved": "The user is saved.",
     "user-disable": "The user is disabled.",
     "user-enable": "The user is enabled (and any rate-limit ban on it lifted).",
     "user-refresh-quota": "The user's quotas are refreshed.",
+    "user-revoke-sessions": "Every sign-in session of the user has ended (in every process); its token still works.",
     "user-delete": "The user is deleted; its token no longer works.",
 }
 
@@ -32,3 +34,9 @@ def when(ms: int | None) -> str:
     if not ms:
         return "—"
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
+
+
+def usd(value: float) -> str:
+    """Dollars with cents, and with up to six decimals for what costs less than a cent ($0.000123)."""
+    whole, _, fraction = f"{value:,.6f}".rstrip("0").partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"

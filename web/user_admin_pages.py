@@ -5,7 +5,8 @@
     GET  /admin/manage/users/export           poolgate's export, as a file (token hashes, never tokens)
     POST /admin/manage/users/import           a file: poolgate's export or the OAI Reverse Proxy's
     GET|POST /admin/manage/users/{id}         view and edit
-    POST /admin/manage/users/{id}/{action}    disable (with a reason), enable, rotate-token, refresh-quota, delete
+    POST /admin/manage/users/{id}/{action}    disable (with a reason), enable, rotate-token, refresh-quota,
+                                              revoke-sessions, delete
 
 A form is turned into the admin API's JSON body and checked by the same
 function (`accounts.users.read_user_fields`), then the user book does what the
@@ -26,6 +27,7 @@ from litestar.params import FromPath
 
 from accounts.import_export import ImportProblem, apply_import, export_document, read_import
 from accounts.schema import AccountsSchema
+from accounts.sessions import SessionBook
 from accounts.users import MAX_REASON_CHARS, SORTS, USER_TYPES, UserBook, UserInputError, checked_text, read_user_fields
 from gateway.admin import AdminError
 from web.admin_frame import HOME_PATH, PAGE_ERRORS, read_form, render, require_session, see, services, settings_of
@@ -132,6 +134,9 @@ class UserPages(Controller):
             log.info("admin pages: rotated the token of user %s", uid)
             return _user_page(request, book, await _user(book, uid), token=token,
                               notice="A new token: the old one no longer works. It is shown this once.")
+        elif action == "revoke-sessions":  # what POST /admin/users/{id}/revoke-sessions does
+            store = services(request).store
+            await SessionBook(store, AccountsSchema(settings_of(request).redis_prefix)).revoke(uid)
         elif action == "delete":
             await book.delete(uid)
             log.info("admin pages: deleted user %s", uid)
@@ -176,7 +181,8 @@ async def _list_page(request: Request[Any, Any, Any], *, status: int = 200, noti
 def _user_page(request: Request[Any, Any, Any], book: UserBook, user: dict[str, Any], *, status: int = 200,
                token: str | None = None, notice: str = "", problem: str = "") -> Response[Any]:
     return render(request, "user_admin.html", status=status, user=user, token=token, families=book.families,
-                  when=when, notice=notice, problem=problem, default_max_ips=settings_of(request).max_ips_per_user)
+                  when=when, notice=notice, problem=problem, default_max_ips=settings_of(request).max_ips_per_user,
+                  sessions_on=services(request).signin.sessions is not None)
 
 
 async def _user_body(form: FormMultiDict, book: UserBook, *, creating: bool) -> dict[str, Any]:
