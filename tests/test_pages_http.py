@@ -150,6 +150,24 @@ def test_editing_a_user_changes_its_quota_note_and_addresses_limit(start_gateway
     assert bad.status_code == 400 and "Nothing was saved" in bad.text
 
 
+def test_a_users_email_is_set_in_the_create_and_edit_forms(start_gateway):
+    """Budgets are looked up by a user's email and its @domain: the admin sets it where they make the user."""
+    gateway = start_with_admin(start_gateway)
+    client = signed_in(gateway)
+    post_form(client, "/admin/manage/users", "/admin/manage/users", nickname="cy", email="Cy@School.example")
+    user = admin(gateway, "GET", "/users").json()["users"][0]
+    assert user["email"] == "cy@school.example"
+    page = f"/admin/manage/users/{user['id']}"
+    assert 'value="cy@school.example"' in client.get(page).text
+
+    post_form(client, page, page, nickname="cy", email="cy@uni.example", public_shown="1")
+    assert get_user(gateway, user["id"]).json()["user"]["email"] == "cy@uni.example"
+    bad = post_form(client, page, page, nickname="cy", email="not an email", public_shown="1")
+    assert bad.status_code == 400 and "email" in bad.text
+    post_form(client, page, page, nickname="cy", email="", public_shown="1")
+    assert get_user(gateway, user["id"]).json()["user"]["email"] is None
+
+
 def test_disabling_with_a_reason_enabling_and_rotating_a_users_token(start_gateway):
     gateway = start_with_admin(start_gateway)
     user, token = create_user(gateway, nickname="cy")

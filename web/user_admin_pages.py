@@ -188,7 +188,7 @@ def _user_page(request: Request[Any, Any, Any], book: UserBook, user: dict[str, 
 async def _user_body(form: FormMultiDict, book: UserBook, *, creating: bool) -> dict[str, Any]:
     """The admin API's JSON body for a create or edit form: an empty optional field is "unset" (null on edit)."""
     body: dict[str, Any] = {}
-    for name in ("nickname", "note"):
+    for name in ("nickname", "note", "email"):
         text = str(form.get(name) or "").strip()
         if text or not creating:
             body[name] = text or None
