@@ -45,7 +45,7 @@ from gateway.pipeline import ProxyPipeline
 from gateway.policy_wiring import build_front_door, build_request_policy
 from gateway.providers import AnthropicProvider, OpenAIProvider
 from gateway.relay import Relay
-from gateway.routing import resolve_route
+from gateway.routing import Route, resolve_route
 from gateway.script_link import open_script_runner
 from gateway.settings import Settings, refresh_cron
 from gateway.shutdown import STOP_WITHIN_SEC, within
@@ -59,6 +59,8 @@ from web.routes import StatusPage, status_routes
 
 log = logging.getLogger("poolgate")
 YOUNG_COLLECTION_AFTER = 10_000  # the collector's first threshold; Python's default is 700
+ROUTES_REMEMBERED = 1024
+_UNSEEN: Any = object()
 
 
 class PoolgateApp:
@@ -78,6 +80,8 @@ class PoolgateApp:
         self._observer = RequestObserver(Tally())  # counts and times each proxied request (gateway/metrics.py)
         self.metrics: MetricsStore | None = None
         self._clients: dict[str, UpstreamClient] = {}
+        # Clients call a handful of paths: each is normalised and routed once (routing is pure), not per request.
+        self._routes: dict[str, Route | None] = {}
         # logging_config=None: poolgate configures logging itself; Litestar's default would take over the root logger.
         self.litestar = Litestar(
             openapi_config=ADMIN_OPENAPI_CONFIG,
@@ -99,11 +103,16 @@ class PoolgateApp:
         if scope["type"] == "http":
             raw = scope.get("raw_path")
             path = raw.decode("latin-1") if raw else scope["path"]
-            try:
-                route = resolve_route(path, self.settings.proxy_endpoint_route)
-            except GatewayError as error:
-                await ClientLink(send, receive, OPENAI).send_error(error)
-                return
+            route = self._routes.get(path, _UNSEEN)
+            if route is _UNSEEN:
+                try:
+                    route = resolve_route(path, self.settings.proxy_endpoint_route)
+                except GatewayError as error:
+                    await ClientLink(send, receive, OPENAI).send_error(error)
+                    return
+                if len(self._routes) >= ROUTES_REMEMBERED:  # paths made up to fill it only evict each other
+                    self._routes.clear()
+                self._routes[path] = route
             if self.front_door is not None:
                 send = await self.front_door.let_in(scope, send, route)
                 if send is None:
