@@ -80,9 +80,9 @@ def measure_token_counting(services: Services, redis: Service, pool_keys: list[s
         row: dict[str, Any] = {"body_bytes": len(body), "speed": counting_speed(payload, repeats=9)}
         # A prompt is counted only when something reads the count (gateway/policy.py); a context cap above the
         # prompt but below what its body's size could hold makes the "on" gateway count every request.
-        counted = {"COUNT_PROMPT_TOKENS": "true", "MAX_CONTEXT_TOKENS_OPENAI": str(2 * size + 1_000)}
         gateways = {counting: services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false",
-                                                **(counted if counting == "on" else {"COUNT_PROMPT_TOKENS": "false"}))
+                                                COUNT_PROMPT_TOKENS="true" if counting == "on" else "false",
+                                                MAX_CONTEXT_TOKENS_OPENAI=str(2 * size + 1_000))
                     for counting in ("on", "off")}
         latencies: dict[str, list[float]] = {"on": [], "off": []}
         errors = {"on": 0, "off": 0}
