@@ -47,7 +47,7 @@ def clamp_output(provider: str, endpoint: str, payload: dict[str, Any], caps: Ca
     requested = 0
     for name in fields:
         value = payload.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):  # 5000.0 must not slip past the cap
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # 5000.0 must not slip past the cap
             if caps.max_output_tokens and value > caps.max_output_tokens:
                 payload[name] = value = caps.max_output_tokens
                 changed = True
