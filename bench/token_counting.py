@@ -80,10 +80,11 @@ def measure_token_counting(services: Services, redis: Service, pool_keys: list[s
         row: dict[str, Any] = {"body_bytes": len(body), "speed": counting_speed(payload, repeats=9)}
         # A prompt is counted only when something reads the count (gateway/policy.py); a context cap above the
         # prompt but below what its body's size could hold makes the "on" gateway count every request.
-        gateways = {counting: services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false",
-                                                COUNT_PROMPT_TOKENS="true" if counting == "on" else "false",
-                                                MAX_CONTEXT_TOKENS_OPENAI=str(2 * size + 1_000))
-                    for counting in ("on", "off")}
+        gateways = {
+            "on": services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false", COUNT_PROMPT_TOKENS="true",
+                                    MAX_CONTEXT_TOKENS_OPENAI=str(2 * size + 1_000)),
+            "off": services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false", COUNT_PROMPT_TOKENS="false"),
+        }
         latencies: dict[str, list[float]] = {"on": [], "off": []}
         errors = {"on": 0, "off": 0}
         for round_number in range(ROUNDS):  # interleaved rounds: both see the same neighbours
