@@ -46,6 +46,7 @@ def measure_accounts_cost(rounds: int, seconds: float, services: Services, redis
             RATE_LIMIT_USER_PER_MINUTE="100000000", RATE_LIMIT_USER_PER_HOUR="1000000000"), BENCH_TOKEN),
     }
     rps: dict[str, list[float]] = {name: [] for name in targets}
+    cpu_us: dict[str, list[float]] = {name: [] for name in targets}  # holds still where requests/s does not
     latencies: dict[str, list[float]] = {name: [] for name in targets}
     errors = dict.fromkeys(targets, 0)
     first_error: dict[str, str] = {}
@@ -54,8 +55,12 @@ def measure_accounts_cost(rounds: int, seconds: float, services: Services, redis
             log(f"accounts cost round {number + 1}/{rounds}: {name}")
             payload = request_bytes("127.0.0.1", service.port, "/v1/chat/completions", body,
                                     {"authorization": f"Bearer {credential}"})
+            cpu_before = service.cpu_seconds()
             run = asyncio.run(closed_loop("127.0.0.1", service.port, payload, in_flight=32, seconds=seconds,
                                           warmup_requests=3))
+            served = len(run.latencies) + run.errors + 3 * 32  # the warm-up's answers cost CPU too
+            if run.latencies:
+                cpu_us[name].append((service.cpu_seconds() - cpu_before) / served * 1e6)
             rps[name].append(run.requests_per_sec)
             latencies[name] += run.latencies
             errors[name] += run.errors
@@ -67,9 +72,12 @@ def measure_accounts_cost(rounds: int, seconds: float, services: Services, redis
     results: dict[str, dict[str, Any]] = {
         name: {"requests_per_sec": round(statistics.median(rps[name]), 1),
                "requests_per_sec_rounds": [round(v, 1) for v in rps[name]],
+               "cpu_us_per_request": round(statistics.median(cpu_us[name]), 1) if cpu_us[name] else None,
                "in_flight_32": summary_ms(latencies[name]), "errors": errors[name],
                "first_error": first_error.get(name, "")}
         for name in targets
     }
     plain, users = (results[n]["requests_per_sec"] for n in ("poolgate", "poolgate_user_token"))
-    return {"targets": results, "ratio": round(users / plain, 3) if plain else None}
+    plain_cpu, users_cpu = (results[n]["cpu_us_per_request"] for n in ("poolgate", "poolgate_user_token"))
+    return {"targets": results, "ratio": round(users / plain, 3) if plain else None,
+            "cpu_ratio": round(plain_cpu / users_cpu, 3) if plain_cpu and users_cpu else None}

@@ -382,11 +382,13 @@ def _accounts_section(phase: dict[str, Any] | None) -> list[str]:
     return [
         "## Accounts on the hot path", "",
         "Both gateways 1 worker on the same core, same Redis, 32 in flight, interleaved rounds (median).", "",
-        *_table(["server", "requests/s", "p50 @32", "p99 @32", "errors"],
-                [[names.get(name, name), f"{r['requests_per_sec']:,.0f}", _ms(r["in_flight_32"], "p50"),
-                  _ms(r["in_flight_32"], "p99"), str(r["errors"])] for name, r in phase["targets"].items()]),
-        "", f"With user tokens, the limiter and a quota: {phase['ratio']:.0%} of the plain gateway's requests/s."
-        if phase["ratio"] else "", "",
+        *_table(["server", "requests/s", "CPU µs/request", "p50 @32", "p99 @32", "errors"],
+                [[names.get(name, name), f"{r['requests_per_sec']:,.0f}", _cpu(r.get("cpu_us_per_request")),
+                  _ms(r["in_flight_32"], "p50"), _ms(r["in_flight_32"], "p99"), str(r["errors"])]
+                 for name, r in phase["targets"].items()]),
+        "", f"With user tokens, the limiter and a quota: {phase['ratio']:.0%} of the plain gateway's requests/s"
+        + (f", {phase['cpu_ratio']:.0%} by CPU per request (plain / users), the figure that holds still while "
+           "other work shares the machine." if phase.get("cpu_ratio") else ".") if phase["ratio"] else "", "",
     ]
 
 
@@ -403,6 +405,10 @@ def _budgets_section(phase: dict[str, Any] | None) -> list[str]:
         "", f"With a monthly budget: {phase['ratio']:.0%} of the same gateway's requests/s without one."
         if phase["ratio"] else "", "",
     ]
+
+
+def _cpu(value: float | None) -> str:
+    return f"{value:,.0f}" if value else "–"
 
 
 def _token_counting_section(phase: dict[str, Any] | None) -> list[str]:

@@ -1,7 +1,8 @@
 """Token counting: what counting every prompt costs a request, and how fast counting is against tiktoken.
 
 Two prompts (about 1,000 and 100,000 tokens of varied English) are sent
-through a fresh poolgate with `COUNT_PROMPT_TOKENS` on and off, one request
+through a fresh poolgate with `COUNT_PROMPT_TOKENS` on (and a context cap
+that makes every prompt counted) and off, one request
 in flight, and the latencies compared. In this process, the counter
 (`count_prompt_tokens`) and tiktoken's own `encode` of the same text are timed
 on the same prompts: tiktoken's speed is the limit counting can reach.
@@ -77,9 +78,13 @@ def measure_token_counting(services: Services, redis: Service, pool_keys: list[s
         body = json.dumps(payload).encode()
         count = max(requests if size == 1_000 else requests // 20, 5)
         row: dict[str, Any] = {"body_bytes": len(body), "speed": counting_speed(payload, repeats=9)}
-        gateways = {counting: services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false",
-                                                COUNT_PROMPT_TOKENS="true" if counting == "on" else "false")
-                    for counting in ("on", "off")}
+        # A prompt is counted only when something reads the count (gateway/policy.py); a context cap above the
+        # prompt but below what its body's size could hold makes the "on" gateway count every request.
+        gateways = {
+            "on": services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false", COUNT_PROMPT_TOKENS="true",
+                                    MAX_CONTEXT_TOKENS_OPENAI=str(2 * size + 1_000)),
+            "off": services.poolgate(redis, upstream, pool_keys, CHECK_KEYS="false", COUNT_PROMPT_TOKENS="false"),
+        }
         latencies: dict[str, list[float]] = {"on": [], "off": []}
         errors = {"on": 0, "off": 0}
         for round_number in range(ROUNDS):  # interleaved rounds: both see the same neighbours

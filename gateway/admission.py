@@ -72,7 +72,7 @@ class AdmissionStage:
         """
         rates = self._prices.rates(call.model, call.provider) if call.model else FREE  # a models list costs nothing
         call.bill = Bill.start(call.model or "", call.family, rates, self._accounts.budgets.offset_sec())
-        if identity.kind == "admin" or not self._accounts.needed(identity.token_hash):
+        if not self.asks_store(identity):
             call.exempt_from_caps = identity.kind == "admin"
             yield
             return
@@ -106,6 +106,10 @@ class AdmissionStage:
                 await self._hand_back(leasing, call.family)
             if not admitting.done():  # cancelled while waiting: a reservation made meanwhile goes back
                 admitting.add_done_callback(_release_when_admitted)
+
+    def asks_store(self, identity: Identity) -> bool:
+        """Whether admitting this identity takes the store's script (and reserves from the prompt's count)."""
+        return identity.kind != "admin" and self._accounts.needed(identity.token_hash)
 
     def estimate(self, call: UpstreamCall) -> int:
         """Tokens to reserve: the prompt as the request policy counted it (else estimated from the body's

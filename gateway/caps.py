@@ -10,8 +10,8 @@ applies to OpenAI models, whose prompts are counted exactly, and nothing to
 Claude's, whose count is an approximation upstream is better placed to judge.
 A request that names no output size asks for nothing here beyond its prompt.
 
-Who is exempt (`special` users) is the caller's decision: `apply_caps` is
-simply not called for them.
+Who is exempt (`special` users) is the caller's decision: the caps are
+simply not applied for them (gateway/policy.py).
 """
 
 from __future__ import annotations
@@ -38,17 +38,16 @@ class Caps:
     max_output_tokens: int  # 0: no cap
 
 
-def apply_caps(provider: str, endpoint: str, model: str | None, payload: dict[str, Any], prompt_tokens: int,
-               caps: Caps) -> bool:
-    """Clamp the requested output in `payload` and check the context; True when `payload` was changed."""
+def clamp_output(provider: str, endpoint: str, payload: dict[str, Any], caps: Caps) -> tuple[bool, int]:
+    """The output cap applied to `payload`: whether it changed, and the output it now asks for (0: none named)."""
     fields = _OUTPUT_FIELDS.get((provider, endpoint))
     if fields is None:
-        return False
+        return False, 0
     changed = False
     requested = 0
     for name in fields:
         value = payload.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):  # 5000.0 must not slip past the cap
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # 5000.0 must not slip past the cap
             if caps.max_output_tokens and value > caps.max_output_tokens:
                 payload[name] = value = caps.max_output_tokens
                 changed = True
@@ -56,7 +55,20 @@ def apply_caps(provider: str, endpoint: str, model: str | None, payload: dict[st
     if provider == ANTHROPIC and caps.max_output_tokens and not any(n in payload for n in fields):
         payload[fields[0]] = requested = caps.max_output_tokens
         changed = True
-    limit = _context_limit(provider, model, caps.max_context_tokens)
+    return changed, requested
+
+
+def context_limit(provider: str, endpoint: str, model: str | None, caps: Caps) -> int | None:
+    """The most prompt + output tokens a request may ask for, or None when the context is not checked here."""
+    if (provider, endpoint) not in _OUTPUT_FIELDS:
+        return None
+    return _context_limit(provider, model, caps.max_context_tokens)
+
+
+def check_context(provider: str, endpoint: str, model: str | None, prompt_tokens: int, requested: int,
+                  caps: Caps) -> None:
+    """A GatewayError (400 `context_length_exceeded`) when the prompt and the output asked for exceed the limit."""
+    limit = context_limit(provider, endpoint, model, caps)
     if limit is not None and prompt_tokens + requested > limit:
         asked = f"{prompt_tokens} prompt tokens + {requested} output tokens = {prompt_tokens + requested}" \
             if requested else f"{prompt_tokens} prompt tokens"
@@ -66,7 +78,6 @@ def apply_caps(provider: str, endpoint: str, model: str | None, payload: dict[st
             f"{'this proxy allows' if limit == caps.max_context_tokens else 'of ' + repr(model)}. "
             "Shorten the prompt or ask for less output.",
         )
-    return changed
 
 
 def _context_limit(provider: str, model: str | None, proxy_cap: int) -> int | None:

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import ANTHROPIC, GatewayError, render_error
+from gateway.metrics import note_response
 from gateway.responses_events import failure_events
 from queues.waiting import ClientGone
 
@@ -87,6 +88,7 @@ class ClientLink:
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """The response's status and headers; an error after this is told in the body."""
         self.started = True
+        note_response(status, headers)  # for /metrics and the failed-request log line
         await self._write({"type": "http.response.start", "status": status, "headers": headers})
 
     async def write(self, body: bytes, *, more: bool = True) -> None:

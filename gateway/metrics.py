@@ -7,8 +7,9 @@ pipelined round trip; a scrape reads that hash, so whichever process answers rep
 deployment, and a process that restarts loses nothing already added. Gauges (keys by state, queue
 lengths, leases held) are read from the store at scrape time for the same reason.
 
-Per request the hot path pays a context variable, one wrapped `send`, and a few dictionary increments
-when the request ends (`RequestObserver.serve`); the relay and the upstream client add one call each
+Per request the hot path pays a context variable, the response's status noted as it goes out
+(`note_response`), and a few dictionary increments under tuple keys when the request ends
+(`RequestObserver.serve`); the relay and the upstream client add one call each
 per upstream attempt (`note_upstream`, `note_upstream_time`). The store keys (one hash):
 
     {prefix}metrics   HASH  "<metric>|<label values...>[|<bucket index>|sum|count]" -> running total
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -70,28 +72,43 @@ SPECS = {spec.name: spec for spec in (REQUESTS, UPSTREAM, QUEUE_WAIT, ADDED, STO
 
 
 class Tally:
-    """This process's counts since they were last added to the store."""
+    """This process's counts since they were last added to the store.
+
+    Counted under tuple keys, which cost a request no string building; they become the store's
+    field names ("<metric>|<labels...>[|<bucket>|sum|count]") only when taken, every flush.
+    """
 
     def __init__(self) -> None:
-        self.pending: dict[str, float] = {}
+        self.pending: dict[tuple[str, tuple[str, ...], str], float] = {}
+        self._returned: dict[str, float] = {}  # taken but not stored (the store did not answer)
 
     def count(self, spec: MetricSpec, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        field = "|".join((spec.name, *labels))
-        self.pending[field] = self.pending.get(field, 0.0) + amount
+        key = (spec.name, labels, "")
+        pending = self.pending
+        pending[key] = pending.get(key, 0.0) + amount
 
     def observe(self, spec: MetricSpec, labels: tuple[str, ...], value: float) -> None:
-        base = "|".join((spec.name, *labels))
-        bucket = next((i for i, bound in enumerate(spec.buckets) if value <= bound), len(spec.buckets))
-        for field, amount in ((f"{base}|{bucket}", 1.0), (f"{base}|sum", value), (f"{base}|count", 1.0)):
-            self.pending[field] = self.pending.get(field, 0.0) + amount
+        pending = self.pending
+        bucket = (spec.name, labels, _BUCKET_NAMES[bisect_left(spec.buckets, value)])  # the first bound >= value
+        total, count = (spec.name, labels, "sum"), (spec.name, labels, "count")
+        pending[bucket] = pending.get(bucket, 0.0) + 1.0
+        pending[total] = pending.get(total, 0.0) + value
+        pending[count] = pending.get(count, 0.0) + 1.0
 
     def take(self) -> dict[str, float]:
         taken, self.pending = self.pending, {}
-        return taken
+        counts, self._returned = self._returned, {}
+        for (name, labels, part), amount in taken.items():
+            field = "|".join((name, *labels, part) if part else (name, *labels))
+            counts[field] = counts.get(field, 0.0) + amount
+        return counts
 
     def give_back(self, counts: dict[str, float]) -> None:
         for field, amount in counts.items():
-            self.pending[field] = self.pending.get(field, 0.0) + amount
+            self._returned[field] = self._returned.get(field, 0.0) + amount
+
+
+_BUCKET_NAMES = tuple(str(i) for i in range(64))
 
 
 @dataclass(slots=True)
@@ -145,12 +162,23 @@ def note_upstream_time(seconds: float) -> None:
         record.upstream_sec += seconds
 
 
+def note_response(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """The response's status and headers are going out (gateway/client_link.py)."""
+    record = _current.get()
+    if record is not None:
+        record.status, record.responded = status, time.perf_counter()
+        for name, value in headers:
+            if name == b"x-queue-wait-ms":
+                record.queue_wait_ms = int(value)
+
+
 class RequestObserver:
     """Wraps each proxied request: counts it, times it, and writes the operator's line when it failed (5xx)."""
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
-        self._running: set[asyncio.Task[Any]] = set()  # so shut-down can let cancelled requests give back
+        self._running = 0  # requests being served, cleanup included, so shut-down can let them give back
+        self._idle: asyncio.Event | None = None  # set when `_running` falls to 0, while shut-down waits
 
     async def wait_for_requests(self, timeout_sec: float) -> None:
         """Until every proxied request has ended, cleanup included, or `timeout_sec`.
@@ -159,32 +187,28 @@ class RequestObserver:
         a cancelled request is then still settling its lease and ticket with the store, which
         must stay open until it has.
         """
-        running = [task for task in self._running if task is not asyncio.current_task()]
-        if running:
-            await asyncio.wait(running, timeout=timeout_sec)
+        if not self._running:
+            return
+        self._idle = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_sec)
 
     async def serve(self, pipeline: Any, route: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """`pipeline.handle(route, ...)`, observed. The route label is the kind of base URL the client used."""
-        label = "v1" if route.by_model else route.provider
-        record = RequestRecord(self.tally, label, time.perf_counter())
+        """`pipeline.handle(route, ...)`, observed. The route label is the kind of base URL the client used.
+
+        The response's status and start are noted by the client link as they go out (`note_response`):
+        no wrapped `send`, no task bookkeeping; counting happens once, when the request ends.
+        """
+        record = RequestRecord(self.tally, "v1" if route.by_model else route.provider, time.perf_counter())
         token = _current.set(record)
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-
-        async def send_observed(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                record.status, record.responded = message["status"], time.perf_counter()
-                for name, value in message.get("headers", ()):
-                    if name == b"x-queue-wait-ms":
-                        record.queue_wait_ms = int(value)
-            await send(message)
-
+        self._running += 1
         try:
-            await pipeline.handle(route, scope, receive, send_observed)
+            await pipeline.handle(route, scope, receive, send)
         finally:
             _current.reset(token)
-            self._running.discard(task)
+            self._running -= 1
+            if not self._running and self._idle is not None:
+                self._idle.set()
             self.finish(record)
 
     def finish(self, record: RequestRecord) -> None:

@@ -83,7 +83,7 @@ class ProxyPipeline:
             )
             call.identity = identity.id
             if self._policy is not None:  # token count, prompt filter, caps (gateway/policy.py)
-                await self._policy.check(call)
+                await self._policy.check(call, reserving=self._admission.asks_store(identity))
             note_call(call.family, call.endpoint)  # for /metrics and the failed-request log line
             if call.endpoint == "responses":
                 link.speak_responses_api(call.model)

@@ -133,14 +133,15 @@ class Relay:
                                                                         f"({type(exc).__name__})")
                     continue
                 if response.status_code < 300:
+                    shown, named = _reply_headers(response, lease.secret)
+                    shown.append((b"x-queue-wait-ms", str(place.waited_ms).encode()))
                     try:
                         yield UpstreamReply(
                             response.status_code,
-                            [*_safe_headers(response, lease.secret),
-                             (b"x-queue-wait-ms", str(place.waited_ms).encode())],
+                            shown,
                             lease,
                             response,
-                            budget=provider.rate_budget(_header_dict(response)),
+                            budget=provider.rate_budget(named),
                             waited_ms=place.waited_ms,
                             hold=hold,
                         )
@@ -193,6 +194,24 @@ class Relay:
 
 def _header_dict(response: httpx.Response) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items()}
+
+
+def _reply_headers(response: httpx.Response, secret: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
+    """`_safe_headers` and `_header_dict` in one pass over the raw headers, for every reply relayed with a body.
+
+    Values are decoded as Latin-1, as HTTP defines them; only the rate-limit headers are read from the
+    dictionary, and those are ASCII.
+    """
+    scrub = scrubber_for(secret).scrub
+    shown: list[tuple[bytes, bytes]] = []
+    named: dict[str, str] = {}
+    for raw_name, value in response.headers.raw:
+        name = raw_name.lower()
+        if name in _FORWARDED_RESPONSE_HEADERS:
+            shown.append((name, scrub(value)))
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        named[key] = f"{named[key]}, {text}" if key in named else text  # repeated: joined, as httpx joins them
+    return shown, named
 
 
 def _safe_headers(response: httpx.Response, secret: str) -> list[tuple[bytes, bytes]]:
