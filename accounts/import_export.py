@@ -11,7 +11,9 @@ poolgate makes hold 256 random bits and the OAI Reverse Proxy's are UUIDs, so
 nobody finds a token from its hash. The export is still the operator's private
 data (addresses, notes), as the admin API is. A user made by signing in carries its
 `login` ("google:{email}", "app_store:{subject}"), so after a restore that person
-signs in as the same user, with the same quotas, instead of a new one.
+signs in as the same user, with the same quotas, instead of a new one. Each
+user's spend per budget month (`spend`) comes along too: a restore in the
+middle of a month must not hand everyone their budget again.
 
 The OAI Reverse Proxy keeps counts per its own family names (`gpt4o`,
 `claude`, `aws-claude`, ...). Each is mapped to a poolgate family; cloud
@@ -55,8 +57,17 @@ _TOKEN_HASH = re.compile(r"^[0-9a-f]{64}$")
 _OWN_FIELDS = {
     "id", "token_hash", "token_hint", "nickname", "type", "created_at", "last_used_at", "expires_at", "prompt_count",
     "disabled_at", "disabled_reason", "note", "max_ips", "public", "ips", "quotas", "meta",
-    "email", "signin", "login", "session_gen",
+    "email", "signin", "login", "session_gen", "spend",
 }
+_MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+
+
+def _spend(fields: dict[str, str]) -> dict[str, dict[str, int]]:
+    """What the user spent per budget month (micro-dollars) and how many requests: a restore keeps budgets whole."""
+    months = {name.partition(":")[2] for name in fields if name.startswith(("cost:", "requests:"))}
+    return {month: {"cost_micro": int(fields.get(f"cost:{month}", 0)),
+                    "requests": int(fields.get(f"requests:{month}", 0))}
+            for month in sorted(months) if _MONTH.match(month)}
 
 
 class ImportProblem(ValueError):
@@ -79,7 +90,8 @@ class ImportPlan:
 
 def export_document(records: list[UserRecord], families: tuple[str, ...]) -> dict[str, Any]:
     """poolgate's export: every user as the admin API shows it, plus its token hash (see the module docstring)."""
-    users = [{**user_view(fields, ips, families), "token_hash": fields["token_hash"]} for fields, ips in records]
+    users = [{**user_view(fields, ips, families), "token_hash": fields["token_hash"], "spend": _spend(fields)}
+             for fields, ips in records]
     return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "users": users}
 
 
@@ -161,6 +173,14 @@ def _read_legacy(raw: dict[str, Any], families: tuple[str, ...], now_ms: int, pl
             max_ips = int(max_ips)
         fields["max_ips"] = str(checked_count("maxIps", max_ips))
     _legacy_quotas(raw, families, fields, plan)
+    spend = raw.get("spend") or {}
+    if not isinstance(spend, dict):
+        raise UserInputError("spend", "must be an object of YYYY-MM -> {cost_micro, requests}")
+    for month, entry in spend.items():
+        if not _MONTH.match(str(month)) or not isinstance(entry, dict):
+            raise UserInputError(f"spend.{str(month)[:20]}", "must be YYYY-MM -> {cost_micro, requests}")
+        fields[f"cost:{month}"] = str(checked_count(f"spend.{month}.cost_micro", entry.get("cost_micro", 0)))
+        fields[f"requests:{month}"] = str(checked_count(f"spend.{month}.requests", entry.get("requests", 0)))
     if raw.get("meta") is not None:
         if not isinstance(raw["meta"], dict):
             raise UserInputError("meta", "must be an object")
@@ -253,6 +273,14 @@ def _read_own(raw: dict[str, Any], families: tuple[str, ...]) -> UserRecord:
             fields[f"{name}:{family}"] = str(checked_count(f"quotas.{family}.{part}", entry.get(part, 0)))
         if entry.get("refresh") is not None:
             fields[f"refresh:{family}"] = str(checked_count(f"quotas.{family}.refresh", entry["refresh"]))
+    spend = raw.get("spend") or {}
+    if not isinstance(spend, dict):
+        raise UserInputError("spend", "must be an object of YYYY-MM -> {cost_micro, requests}")
+    for month, entry in spend.items():
+        if not _MONTH.match(str(month)) or not isinstance(entry, dict):
+            raise UserInputError(f"spend.{str(month)[:20]}", "must be YYYY-MM -> {cost_micro, requests}")
+        fields[f"cost:{month}"] = str(checked_count(f"spend.{month}.cost_micro", entry.get("cost_micro", 0)))
+        fields[f"requests:{month}"] = str(checked_count(f"spend.{month}.requests", entry.get("requests", 0)))
     if raw.get("meta") is not None:
         if not isinstance(raw["meta"], dict):
             raise UserInputError("meta", "must be an object")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
@@ -254,3 +255,24 @@ def test_an_admin_gives_a_user_an_email_and_its_domains_budget_applies(start_gat
         refused_field = httpx.patch(gateway.url + f"/admin/users/{user_id}", json={"email": bad}, headers=admin)
         assert refused_field.status_code == 400, bad
         assert refused_field.json()["error"]["message"].startswith("Invalid email:"), bad
+
+
+def test_a_restore_from_an_export_keeps_the_months_spend_so_the_budget_still_holds(start_gateway):
+    """An operator who moves users to a new store mid-month must not hand everyone their budget again."""
+    budget = worst_case_micro(CHAT) * 3 // 2  # one request fits, a second's worst case does not once one is spent
+    env = dict(USERS, ADMIN_KEY="admin-key-spend-1234", MONTHLY_BUDGET_USD=str(usd(budget)))
+    admin = {"authorization": "Bearer admin-key-spend-1234"}
+    first = start_gateway(**env)
+    token = httpx.post(first.url + "/admin/users", json={"nickname": "ann"}, headers=admin).json()["token"]
+    served = httpx.post(first.url + "/v1/chat/completions", json=CHAT, headers=auth(token))
+    assert served.status_code == 200, served.text
+    spent = float(served.headers["monthlyCost"])
+    assert spent > 0
+    exported = httpx.get(first.url + "/admin/users/export", headers=admin).json()
+
+    restored = start_gateway(**env, REDIS_PREFIX=f"restored-{uuid.uuid4().hex[:8]}:")  # a new, empty store
+    assert httpx.post(restored.url + "/admin/users/import", headers=admin, json=exported).status_code == 200
+    mine = httpx.get(restored.url + "/usage/me", headers=auth(token)).json()
+    assert mine["cost"] == spent and mine["requests"] == 1
+    again = httpx.post(restored.url + "/v1/chat/completions", json=CHAT, headers=auth(token))
+    assert again.status_code == 429 and again.json()["error"]["code"] == "budget_exceeded"
