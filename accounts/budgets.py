@@ -20,8 +20,6 @@ MONTHLY_BUDGET_USD; 0 means no budget (as a token quota of 0 is none).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from catalog.prices import MICRO
+from keypool.repeating import Repeating
 
 log = logging.getLogger("poolgate.accounts")
 
@@ -92,9 +91,9 @@ class HoldKeeper:
     def __init__(self, store: Any, ttl_sec: float) -> None:
         self._store = store
         self._ttl_ms = int(ttl_sec * 1000)
-        self._interval = max(ttl_sec / 3, 0.05)
         self._live: dict[tuple[str, str], None] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._renewing = Repeating(self.renew_now, max(ttl_sec / 3, 0.05), name="poolgate-hold-keeper",
+                                   failure="could not renew cost reservations", log=log)
 
     def hold(self, holds_key: str, member: str) -> None:
         self._live[(holds_key, member)] = None
@@ -103,28 +102,15 @@ class HoldKeeper:
         self._live.pop((holds_key, member), None)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._renew_forever(), name="poolgate-hold-keeper")
+        self._renewing.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._renewing.stop()
 
     async def renew_now(self) -> None:
         live = list(self._live)
         if live:
             await self._store.eval(_RENEW, len(live), *(k for k, _ in live), self._ttl_ms, *(m for _, m in live))
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.renew_now()
-            except Exception as exc:  # the store may blip; the next round tries again
-                log.warning("could not renew cost reservations: %s", type(exc).__name__)
 
 
 async def budget_of(store: Any, budgets_key: str, user_id: str, email: str, default_micro: int) -> int:

@@ -18,7 +18,6 @@ is waiting before it reads, so the report is current either way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from redis.exceptions import ResponseError
 
 from accounts.schema import AccountsSchema
 from accounts.usage_store import COLUMNS, ReportQuery, UsageDatabase, open_usage_database
+from keypool.repeating import Repeating
 
 log = logging.getLogger("poolgate.accounts")
 
@@ -119,7 +119,8 @@ class UsageLedger:
         self._database_url = database_url
         self._retention_days = retention_days
         self._db: UsageDatabase | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._moving = Repeating(self.move_now, MOVE_INTERVAL_SEC, name="poolgate-usage-mover",
+                                 failure="could not move usage events", log=log)
         self._lock = asyncio.Lock()
 
     async def _database(self) -> UsageDatabase:
@@ -137,26 +138,13 @@ class UsageLedger:
         return await asyncio.to_thread(db.report, query)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="poolgate-usage-mover")
+        self._moving.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._moving.stop()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(MOVE_INTERVAL_SEC)
-            try:
-                await self.move_now()
-            except Exception as error:  # the store or the database may blip; the next pass tries again
-                log.warning("could not move usage events: %s", type(error).__name__)
 
 
 def _text(value: Any) -> str:

@@ -20,7 +20,6 @@ never asks the store. The address is the client as uvicorn sees it:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
 import ipaddress
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway.policy_settings import network_problems
+from keypool.repeating import Repeating
 
 log = logging.getLogger("poolgate.policy")
 
@@ -77,7 +77,8 @@ class Blocks:
         self._store = store
         self._key = lists_key(redis_prefix)
         self._defaults = defaults
-        self._watch: asyncio.Task[None] | None = None
+        self._watch = Repeating(self._refresh, REFRESH_SEC, name="poolgate-policy-lists",
+                                failure="cannot read the policy lists from the store", log=log)
         self._raw: bytes | None = None
         self._use(defaults)
 
@@ -105,26 +106,10 @@ class Blocks:
     async def start(self) -> None:
         with contextlib.suppress(Exception):  # a store that is away now: the settings' lists until it is back
             await self._refresh()
-        self._watch = asyncio.create_task(self._keep_in_step(), name="poolgate-policy-lists")
+        self._watch.start()  # then re-read every REFRESH_SEC; a failure keeps the lists in force
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
-
-    async def _keep_in_step(self) -> None:
-        unreachable = False
-        while True:
-            await asyncio.sleep(REFRESH_SEC)
-            try:
-                await self._refresh()
-                unreachable = False
-            except Exception as error:  # the watch outlives any one failure; the lists in force stay
-                if not unreachable:
-                    log.warning("cannot read the policy lists from the store: %s", type(error).__name__)
-                unreachable = True
+        await self._watch.stop()
 
     async def _refresh(self) -> None:
         raw = await self._store.get(self._key)

@@ -37,6 +37,7 @@ from typing import Any
 import regex
 
 from gateway.errors import GatewayError
+from keypool.repeating import Repeating
 
 log = logging.getLogger("poolgate.policy")
 
@@ -128,7 +129,8 @@ class PromptFilter:
         self._script = store.register_script(_SCRIPT)
         self._prefix = redis_prefix
         self._raw: bytes | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watch = Repeating(self._refresh, REFRESH_SEC, name="poolgate-prompt-filter",
+                                failure="cannot read the prompt filter's rules from the store", log=log)
         self._use(self._defaults)
 
     @property
@@ -147,26 +149,10 @@ class PromptFilter:
     async def start(self) -> None:
         with contextlib.suppress(Exception):  # a store that is away now: the settings' rules until it is back
             await self._refresh()
-        self._watch = asyncio.create_task(self._keep_in_step(), name="poolgate-prompt-filter")
+        self._watch.start()  # then re-read every REFRESH_SEC; a failure keeps the rules in force
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
-
-    async def _keep_in_step(self) -> None:
-        unreachable = False
-        while True:
-            await asyncio.sleep(REFRESH_SEC)
-            try:
-                await self._refresh()
-                unreachable = False
-            except Exception as error:  # the watch outlives any one failure; the rules in force stay
-                if not unreachable:
-                    log.warning("cannot read the prompt filter's rules from the store: %s", type(error).__name__)
-                unreachable = True
+        await self._watch.stop()
 
     async def _refresh(self) -> None:
         raw = await self._store.get(self._key)

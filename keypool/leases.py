@@ -10,11 +10,10 @@ keeps alive anyone else's.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
+from keypool.repeating import Repeating
 from keypool.scripts import script_source
 
 log = logging.getLogger("poolgate.keypool")
@@ -25,9 +24,9 @@ class LeaseKeeper:
         self._redis = redis
         self._leases_key = leases_key
         self._ttl_ms = int(ttl_sec * 1000)
-        self._interval = max(ttl_sec / 3, 0.05)
         self._live: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._renewing = Repeating(self.renew_now, max(ttl_sec / 3, 0.05), name="poolgate-lease-keeper",
+                                   failure="could not renew key leases", log=log)
         self._renew = redis.register_script(script_source("renew.lua"))
 
     def hold(self, lease_id: str) -> None:
@@ -37,25 +36,12 @@ class LeaseKeeper:
         self._live.discard(lease_id)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._renew_forever(), name="poolgate-lease-keeper")
+        self._renewing.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._renewing.stop()
 
     async def renew_now(self) -> None:
         if not self._live:
             return
         await self._renew(keys=[self._leases_key], args=[self._ttl_ms, *self._live])
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.renew_now()
-            except Exception as exc:  # the store may blip; the next round tries again
-                log.warning("could not renew key leases: %s", type(exc).__name__)
