@@ -173,14 +173,6 @@ def _read_legacy(raw: dict[str, Any], families: tuple[str, ...], now_ms: int, pl
             max_ips = int(max_ips)
         fields["max_ips"] = str(checked_count("maxIps", max_ips))
     _legacy_quotas(raw, families, fields, plan)
-    spend = raw.get("spend") or {}
-    if not isinstance(spend, dict):
-        raise UserInputError("spend", "must be an object of YYYY-MM -> {cost_micro, requests}")
-    for month, entry in spend.items():
-        if not _MONTH.match(str(month)) or not isinstance(entry, dict):
-            raise UserInputError(f"spend.{str(month)[:20]}", "must be YYYY-MM -> {cost_micro, requests}")
-        fields[f"cost:{month}"] = str(checked_count(f"spend.{month}.cost_micro", entry.get("cost_micro", 0)))
-        fields[f"requests:{month}"] = str(checked_count(f"spend.{month}.requests", entry.get("requests", 0)))
     if raw.get("meta") is not None:
         if not isinstance(raw["meta"], dict):
             raise UserInputError("meta", "must be an object")
