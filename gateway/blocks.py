@@ -12,24 +12,22 @@ in the store, one key,
 
     {prefix}policy:lists   STRING  JSON {"ip_blacklist": [...], "admin_whitelist": [...], "blocked_origins": [...]}
 
-and every process reads it every `REFRESH_SEC` in the background (one GET),
-so a change takes effect everywhere within about that long and the hot path
-never asks the store. The address is the client as uvicorn sees it:
+and every process reads it every `REFRESH_SEC` in the background (one GET,
+gateway/stored_policy.py), so a change takes effect everywhere within about
+that long and the hot path never asks the store. The address is the client as uvicorn sees it:
 `X-Forwarded-For` counts only from a trusted proxy (`FORWARDED_ALLOW_IPS`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import ipaddress
-import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway.policy_settings import network_problems
-from keypool.repeating import Repeating
+from gateway.stored_policy import StoredPolicy
 
 log = logging.getLogger("poolgate.policy")
 
@@ -71,16 +69,12 @@ class PolicyLists:
 
 
 class Blocks:
-    """The lists in force in this process, kept in step with the store."""
+    """The lists in force in this process, kept in step with the store (gateway/stored_policy.py)."""
 
     def __init__(self, store: Any, redis_prefix: str, defaults: PolicyLists) -> None:
-        self._store = store
-        self._key = lists_key(redis_prefix)
-        self._defaults = defaults
-        self._watch = Repeating(self._refresh, REFRESH_SEC, name="poolgate-policy-lists",
-                                failure="cannot read the policy lists from the store", log=log)
-        self._raw: bytes | None = None
-        self._use(defaults)
+        self._stored = StoredPolicy(store, lists_key(redis_prefix), default=defaults, parse=PolicyLists.from_json,
+                                    as_json=PolicyLists.as_json, use=self._use, interval_sec=REFRESH_SEC,
+                                    name="poolgate-policy-lists", what="policy lists", log=log)
 
     @property
     def lists(self) -> PolicyLists:
@@ -100,29 +94,13 @@ class Blocks:
 
     async def replace(self, lists: PolicyLists) -> None:
         """Store new lists (every process picks them up) and use them here at once."""
-        await self._store.set(self._key, json.dumps(lists.as_json()))
-        self._use(lists)
+        await self._stored.replace(lists)
 
     async def start(self) -> None:
-        with contextlib.suppress(Exception):  # a store that is away now: the settings' lists until it is back
-            await self._refresh()
-        self._watch.start()  # then re-read every REFRESH_SEC; a failure keeps the lists in force
+        await self._stored.start()
 
     async def stop(self) -> None:
-        await self._watch.stop()
-
-    async def _refresh(self) -> None:
-        raw = await self._store.get(self._key)
-        if raw == self._raw:
-            return
-        self._raw = raw
-        if raw is None:
-            self._use(self._defaults)
-            return
-        try:
-            self._use(PolicyLists.from_json(json.loads(raw)))
-        except ValueError as error:  # only this gateway's admin API writes it; keep what is in force
-            log.warning("the stored policy lists are unreadable (%s); keeping the lists in force", error)
+        await self._stored.stop()
 
     def _use(self, lists: PolicyLists) -> None:
         self._lists = lists

@@ -19,16 +19,14 @@ The settings are the list at first start; `PUT /admin/policy/prompt-filter`
     {prefix}policy:prompt_filter   STRING  JSON {"reject_phrases": [...], "reject_message": "..."}
 
 and every process reads it every `REFRESH_SEC` in the background (one GET, as
-the blocked lists do, gateway/blocks.py), so the hot path never asks the store
-for it.
+the blocked lists do: both are a gateway/stored_policy.py `StoredPolicy`), so
+the hot path never asks the store for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 import regex
 
 from gateway.errors import GatewayError
-from keypool.repeating import Repeating
+from gateway.stored_policy import StoredPolicy
 
 log = logging.getLogger("poolgate.policy")
 
@@ -124,14 +122,13 @@ class PromptFilter:
 
     def __init__(self, phrases: str, message: str, store: Any, redis_prefix: str) -> None:
         self._defaults = PromptRules(tuple(split_phrases(phrases)), message)
-        self._store = store
-        self._key = rules_key(redis_prefix)
         self._script = store.register_script(_SCRIPT)
         self._prefix = redis_prefix
-        self._raw: bytes | None = None
-        self._watch = Repeating(self._refresh, REFRESH_SEC, name="poolgate-prompt-filter",
-                                failure="cannot read the prompt filter's rules from the store", log=log)
-        self._use(self._defaults)
+        self._stored = StoredPolicy(
+            store, rules_key(redis_prefix), default=self._defaults,
+            parse=lambda data: PromptRules.from_json(data, self._defaults.reject_message),
+            as_json=PromptRules.as_json, use=self._use, interval_sec=REFRESH_SEC, name="poolgate-prompt-filter",
+            what="prompt filter's rules", log=log)
 
     @property
     def rules(self) -> PromptRules:
@@ -143,29 +140,13 @@ class PromptFilter:
 
     async def replace(self, rules: PromptRules) -> None:
         """Store new rules (every process picks them up) and use them here at once."""
-        await self._store.set(self._key, json.dumps(rules.as_json()))
-        self._use(rules)
+        await self._stored.replace(rules)
 
     async def start(self) -> None:
-        with contextlib.suppress(Exception):  # a store that is away now: the settings' rules until it is back
-            await self._refresh()
-        self._watch.start()  # then re-read every REFRESH_SEC; a failure keeps the rules in force
+        await self._stored.start()
 
     async def stop(self) -> None:
-        await self._watch.stop()
-
-    async def _refresh(self) -> None:
-        raw = await self._store.get(self._key)
-        if raw == self._raw:
-            return
-        self._raw = raw
-        if raw is None:
-            self._use(self._defaults)
-            return
-        try:
-            self._use(PromptRules.from_json(json.loads(raw), self._defaults.reject_message))
-        except ValueError as error:  # only the admin API writes it; keep what is in force
-            log.warning("the stored prompt filter rules are unreadable (%s); keeping the rules in force", error)
+        await self._stored.stop()
 
     def _use(self, rules: PromptRules) -> None:
         self._patterns = compile_phrases(rules.reject_phrases)
