@@ -15,7 +15,6 @@ A refresh is per user one store script (`refresh_quota.lua`): each family's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ from typing import Any
 from accounts.schema import AccountsSchema
 from accounts.users import UserBook
 from keypool.jobs import run_with_store
+from keypool.repeating import Repeating
 
 log = logging.getLogger("poolgate.accounts")
 
@@ -52,7 +52,7 @@ def next_refresh_at(cron_line: str, after: float) -> float:
 
 
 class InProcessQuotaRefresh:
-    """The embedded store's refresh timer: one task in the gateway process.
+    """The embedded store's refresh timer: one `Repeating` task in the gateway process.
 
     `clock` and `sleep` are the wall clock and asyncio's sleep; a test hands in its own to run a
     day of refreshes without waiting for one.
@@ -65,30 +65,26 @@ class InProcessQuotaRefresh:
         self._book = book
         self._cron = cron_line
         self._clock = clock
-        self._sleep = sleep
-        self._task: asyncio.Task[None] | None = None
+        self._due = 0.0  # set by start(): the next time the cron line names
+        self._timer = Repeating(self._refresh_if_due, self._until_due, name="poolgate-quota-refresh",
+                                failure="could not refresh user quotas", log=log, sleep=sleep)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="poolgate-quota-refresh")
+        self._due = next_refresh_at(self._cron, self._clock())
+        self._timer.start()
         log.info("user quotas refresh at %r (in this process)", self._cron)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._timer.stop()
 
-    async def _run(self) -> None:
-        due = next_refresh_at(self._cron, self._clock())
-        while True:
-            wait = due - self._clock()
-            if wait > 0:
-                await self._sleep(min(wait, 60.0))  # a clock set forward or back is noticed within a minute
-                continue
-            try:
-                count = await self._book.refresh_all_quotas()
-                log.info("refreshed the quotas of %d user(s)", count)
-            except Exception as error:  # the store may blip; the next scheduled refresh tries again
-                log.warning("could not refresh user quotas: %s", type(error).__name__)
-            due = next_refresh_at(self._cron, max(self._clock(), due))
+    def _until_due(self) -> float:
+        return max(0.0, min(self._due - self._clock(), 60.0))  # a clock set forward or back is noticed within a minute
+
+    async def _refresh_if_due(self) -> None:
+        if self._clock() < self._due:
+            return
+        try:
+            count = await self._book.refresh_all_quotas()
+            log.info("refreshed the quotas of %d user(s)", count)
+        finally:  # a refresh that failed (the store blipped) is not run again: the next scheduled one tries
+            self._due = next_refresh_at(self._cron, max(self._clock(), self._due))

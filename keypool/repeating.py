@@ -5,6 +5,10 @@ goes on whatever the step raised (the store or a database may blip; the next
 round tries again), started once and stopped by cancelling it. A failure is
 logged once, and again only after a step has succeeded, so a store that stays
 away for an hour writes one warning per outage rather than one per round.
+
+The wait between steps is a fixed interval, or a callable asked before each
+wait, for a step timed by a schedule (the embedded store's quota refresh,
+accounts/refresh.py, waits until the next time its cron line names).
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ from typing import Any
 
 
 class Repeating:
-    """`step` every `interval_sec` in its own task named `name`, from `start()` until `stop()`."""
+    """`step` every `interval_sec` in its own task named `name`, from `start()` until `stop()`.
+
+    `interval_sec` may be a callable: the seconds to wait before the next step, asked each time. `sleep` is
+    asyncio's; a test hands in its own to run a day of steps without waiting for one.
+    """
 
     def __init__(
-        self, step: Callable[[], Awaitable[Any]], interval_sec: float, *, name: str, failure: str,
-        log: logging.Logger,
+        self, step: Callable[[], Awaitable[Any]], interval_sec: float | Callable[[], float], *, name: str,
+        failure: str, log: logging.Logger, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self._step = step
-        self._interval = interval_sec
+        self._interval = interval_sec if callable(interval_sec) else lambda: interval_sec
+        self._sleep = sleep
         self._name = name
         self._failure = failure  # what the warning says went wrong, e.g. "could not renew key leases"
         self._log = log
@@ -44,7 +53,7 @@ class Repeating:
     async def _repeat(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self._interval)
+            await self._sleep(self._interval())
             try:
                 await self._step()
                 failing = False

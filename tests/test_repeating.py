@@ -50,3 +50,27 @@ async def test_stop_ends_the_task_between_steps() -> None:
     await asyncio.wait_for(three.wait(), 5)
     await repeating.stop()
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "test-repeating"]
+
+
+async def test_a_callable_interval_is_asked_before_each_wait() -> None:
+    waits = iter([3.0, 0.0, 60.0])
+    slept: list[float] = []
+    ran = 0
+    three = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # a test's clock: no real waiting
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    async def step() -> None:
+        nonlocal ran
+        ran += 1
+        if ran == 3:
+            three.set()
+
+    repeating = Repeating(step, lambda: next(waits, 1.0), name="test-repeating", failure="x",
+                          log=logging.getLogger("poolgate.test"), sleep=sleep)
+    repeating.start()
+    await asyncio.wait_for(three.wait(), 5)
+    await repeating.stop()
+    assert slept[:3] == [3.0, 0.0, 60.0]
