@@ -1,24 +1,27 @@
-"""Users for admission tests, written straight into the store as `accounts/schema.py` lays them out.
+"""Users for tests, written straight into the store as `accounts/schema.py` lays them out.
 
-The users' own admin API (`POST /admin/users`) arrives with the other half of accounts; until it does,
-these tests make their users the way it will store them: a hash, and the token's hash in the index.
+One helper for every test that needs a user and does not test making one: the admin API
+(`POST /admin/users`, tested in test_users_admin.py) chooses the id and fills only the fields it
+knows, where these tests need a chosen id (BUDGETS names users by id) or any field (`type`,
+`quota:<family>`, ...): a hash, and the token's hash in the index, as the admin API stores them.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from accounts.schema import AccountsSchema, token_hash
+from accounts.users import new_token, new_user_id, token_hint
 
 
-def make_user(gateway: Any, **fields: Any) -> tuple[str, str]:
-    """A new user with `fields` (e.g. `type="special"`, `**{"quota:gpt-4o-mini": 500}`): (user id, token)."""
-    user_id = secrets.token_hex(6)
-    token = "pg-" + secrets.token_urlsafe(18)
+def make_user(gateway: Any, *, user_id: str = "", **fields: Any) -> tuple[str, str]:
+    """A new user with `fields` (e.g. `type="special"`, `**{"quota:gpt-4o-mini": 500}`), and the id `user_id`
+    when one is given: (user id, token)."""
+    user_id = user_id or new_user_id()  # drawn as the admin API draws them, so its routes find the user
+    token = new_token()
     schema = AccountsSchema(gateway.app.settings.redis_prefix)
     record = {"id": user_id, "token_hash": token_hash(token), "nickname": f"n{user_id}", "type": "normal",
-              "created_at": 1, "prompt_count": 0, **fields}
+              "created_at": 1, "prompt_count": 0, "token_hint": token_hint(token), **fields}
 
     async def write() -> None:
         store = gateway.app.store

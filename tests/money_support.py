@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from accounts.schema import AccountsSchema, token_hash
+from accounts_support import make_user
+
 from catalog.prices import library_rates
 from catalog.tokens import count_prompt_tokens
 
@@ -42,19 +42,7 @@ def usd(micro: int) -> float:
 
 def user_with_id(gateway: Any, user_id: str, **fields: Any) -> str:
     """A user whose id is chosen (BUDGETS names users by id): returns their token."""
-    token = "pg-" + secrets.token_urlsafe(18)
-    schema = AccountsSchema(gateway.app.settings.redis_prefix)
-    record = {"id": user_id, "token_hash": token_hash(token), "nickname": f"n{user_id}", "type": "normal",
-              "created_at": 1, "prompt_count": 0, **fields}
-
-    async def write() -> None:
-        store = gateway.app.store
-        await store.hset(schema.user(user_id), mapping={k: str(v) for k, v in record.items()})
-        await store.hset(schema.user_tokens, token_hash(token), user_id)
-        await store.zadd(schema.users, {user_id: 1})
-
-    gateway.run(write())
-    return token
+    return make_user(gateway, user_id=user_id, **fields)[1]
 
 
 def body_bytes(body: dict[str, Any]) -> bytes:

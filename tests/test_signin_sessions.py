@@ -11,6 +11,7 @@ import httpx
 import jwt
 import openai
 import pytest
+from accounts_support import make_user
 from processes import wait_for
 from signin_support import BUNDLE_ID, GOOGLE_CLIENT_ID, JWT_SECRET, make_apple_chain
 
@@ -47,13 +48,6 @@ def call(gateway, credential: str, where: str = "bearer") -> httpx.Response:
         return httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, params={"key": credential})
     return httpx.post(gateway.url + "/v1/chat/completions", json=CHAT,
                       headers={"authorization": f"Bearer {credential}"})
-
-
-def make_user(gateway) -> tuple[str, str]:
-    """A user made as an admin makes one: (its id, its token)."""
-    made = httpx.post(gateway.url + "/admin/users", json={"nickname": "tester"}, headers=ADMIN)
-    assert made.status_code == 201, made.text
-    return made.json()["user"]["id"], made.json()["token"]
 
 
 def mint(gateway, **body: object) -> httpx.Response:
