@@ -35,12 +35,15 @@ def store_ms(store: redis.Redis) -> int:
 
 
 def test_a_dead_ticket_purged_at_the_head_wakes_the_live_ticket_behind_it(start_gateway, upstream, store_url, tmp_path):
-    """A gateway stops renewing its ticket at the head; once that ticket has expired the live one behind is served
-    at once — not at its own slow re-check a whole ticket TTL later — and a newcomer is served after it."""
+    """A gateway stops renewing its tickets at the head; once they have expired the live one behind is served at
+    once — not at its own slow re-check a whole ticket TTL later — and a newcomer is served after it."""
     if not store_url:
         pytest.skip("needs REDIS_URL: the stopped gateway and the survivor must share one queue")
-    env = {"OPENAI_KEY": "sk-slow-delay2000-0001", "KEY_CONCURRENCY": "1", "USER_CONCURRENCY_LIMIT": "5",
-           "QUEUE_TICKET_TTL_SEC": "3", "HEARTBEAT_INTERVAL_SEC": "30"}
+    ttl = 4.5  # tickets renewed every ttl / 3 = 1.5 s; a waiter behind the head re-checks every ttl
+    # The key answers slowly enough that it is still busy when the stopping gateway is stopped (at most
+    # ttl / 3 + 0.5 s after the live ticket joined, below); were it free before, the head would be served.
+    env = {"OPENAI_KEY": "sk-slow-delay4500-0001", "KEY_CONCURRENCY": "1", "USER_CONCURRENCY_LIMIT": "5",
+           "QUEUE_TICKET_TTL_SEC": str(ttl), "HEARTBEAT_INTERVAL_SEC": "30"}
     survivor = start_gateway(**env)
     prefix = survivor.app.settings.redis_prefix
     store = redis.Redis.from_url(store_url)
@@ -54,30 +57,37 @@ def test_a_dead_ticket_purged_at_the_head_wakes_the_live_ticket_behind_it(start_
     )
     try:
         wait_until_listening(f"http://127.0.0.1:{port}/health", stopped)
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
             busy = pool.submit(chat, survivor.url, "10.9.0.1")
             wait_for(lambda: any('"user":"10.9.0.1"' in r["body"] for r in upstream.requests),
                      "the first request never reached upstream")
-            pool.submit(chat, f"http://127.0.0.1:{port}", "10.9.0.2", 30)
-            wait_for(lambda: store.zcard(queue) == 1, "the stopped gateway's ticket never queued")
-            dead = store.zrange(queue, 0, 0)[0]
-            b_sent = time.monotonic()
+            # Two tickets of the gateway about to stop hold the head, so the live ticket is third: only the
+            # ticket right behind the head retries when the head would expire, the others wait to be woken (or
+            # for their re-check a ticket TTL later), which is what this test watches.
+            for queued, who in enumerate(("10.9.0.2", "10.9.0.5"), start=1):
+                pool.submit(chat, f"http://127.0.0.1:{port}", who, 30)
+                wait_for(lambda n=queued: store.zcard(queue) == n, "the stopped gateway's ticket never queued")
+            dead = store.zrange(queue, 0, 1)
             live = pool.submit(chat, survivor.url, "10.9.0.3")
-            wait_for(lambda: store.zcard(queue) == 2, "the live ticket never queued behind the dead one")
-            joined_expiry = store.zscore(tickets, store.zrange(queue, 1, 1)[0])
-            # The live ticket re-checks a ticket TTL after its last try; the dead one must outlive that re-check,
-            # so it is stopped only once it was renewed a second after the live one joined.
-            wait_for(lambda: (store.zscore(tickets, dead) or 0) >= joined_expiry + 1000, "no renewal")
-            stopped.send_signal(signal.SIGSTOP)  # alive but silent: its ticket is no longer renewed
-            assert busy.result().status_code == 200  # the key is free now; the dead ticket still holds the head
-            wait_for(lambda: (store.zscore(tickets, dead) or 0) < store_ms(store), "the dead ticket never expired")
-            expired_after = time.monotonic() - b_sent
-            newcomer = pool.submit(chat, survivor.url, "10.9.0.4")
+            wait_for(lambda: store.zcard(queue) == 3, "the live ticket never queued behind the dead ones")
+            joined_expiry = store.zscore(tickets, store.zrange(queue, 2, 2)[0])
+            # The live ticket re-checks a ticket TTL after joining; the dead ones must outlive that re-check, so
+            # the gateway is stopped only once it renewed them half a second after the live one joined. They
+            # then expire well before the live ticket's second re-check (2 * ttl after it joined).
+            wait_for(lambda: min(store.zscore(tickets, t) or 0 for t in dead) >= joined_expiry + 500, "no renewal")
+            stopped.send_signal(signal.SIGSTOP)  # alive but silent: its tickets are no longer renewed
+            assert not busy.done(), "the key came free before the gateway stopped: its ticket took it"
+            assert busy.result().status_code == 200  # the key is free now; the dead tickets still hold the head
+            wait_for(lambda: max(store.zscore(tickets, t) or 0 for t in dead) < store_ms(store),
+                     "the dead tickets never expired")
+            newcomer = pool.submit(chat, survivor.url, "10.9.0.4")  # it purges the dead head and must wake
             served = live.result()
             assert served.status_code == 200
             assert newcomer.result().status_code == 200
-        # Served as soon as the dead ticket expired, not a ticket TTL (3 s) later.
-        assert int(served.headers["x-queue-wait-ms"]) / 1000 < expired_after + 0.8
+            stopped.kill()  # its clients' requests end now rather than at their timeout
+        # Served as soon as a newcomer purged the dead head, not at its own second re-check, which comes no
+        # earlier than 2 * ttl after it joined (the dead tickets expired 1 to 2.5 s before that).
+        assert int(served.headers["x-queue-wait-ms"]) / 1000 < 2 * ttl
         order = [r["body"].split('"user":"')[1].split('"')[0] for r in upstream.requests
                  if r["path"] == "/v1/chat/completions"]
         assert order == ["10.9.0.1", "10.9.0.3", "10.9.0.4"], order
