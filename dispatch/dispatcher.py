@@ -39,8 +39,8 @@ class SettleMoney:
     """A counted settlement's money (issue 13): what goes in, and the month's figures that come back.
 
     `cost` (micro-dollars) replaces the cost reservation `hold` made at admission (in `holds_key`);
-    `event` is the usage record appended to the events stream, as XADD's field, value, ... list. After the call, `month_cost` and
-    `month_requests` hold the month's totals of whoever was served (-1: not counted).
+    `event` is the usage record appended to the events stream, as XADD's field, value, ... list. After the
+    call, `month_cost` and `month_requests` hold the month's totals of whoever was served (-1: not counted).
     """
 
     cost: int
@@ -227,7 +227,7 @@ def _started(script: Any) -> Callable[[Sequence[Any], Sequence[Any]], Awaitable[
     a redis-py client (the embedded store, sentinels, a cluster), as a task started now."""
     start = getattr(script, "start", None)
     if start is not None:
-        return start  # type: ignore[no-any-return]
+        return start
     return lambda keys, args: asyncio.ensure_future(script(keys=keys, args=args))
 
 

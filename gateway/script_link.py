@@ -160,7 +160,8 @@ class ScriptLink:
 
     def _answer(self, reply: Any) -> None:
         future, _, parts, script = self._waiting.popleft()
-        if script is not None and type(reply) is ResponseError and str(reply).startswith("NOSCRIPT"):
+        if script is not None and parts is not None and type(reply) is ResponseError and \
+                str(reply).startswith("NOSCRIPT"):
             self._resend(future, script.fallback(parts))  # even for a caller cancelled meanwhile: it was sent
             return
         if not future.done():  # a caller that was cancelled no longer listens
