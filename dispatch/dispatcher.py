@@ -89,6 +89,9 @@ class Dispatcher:
         self._settle_script = _started(self.scripts.register_script(
             (_HERE / "month.lua").read_text() + "\n" + script_source("settle_lease.lua", _HERE)))
         # Lease ids: this process's random prefix and a count, unique across processes without a random draw each.
+        # The scripts' key names per family (and provider), built once: a request would build a dozen strings.
+        self._lease_keys: dict[tuple[str, str], list[str]] = {}
+        self._settle_keys: dict[str, list[str]] = {}
         self._lease_ids = map(f"{secrets.token_hex(4)}{{:x}}".format, itertools.count())
         self.keeper = LeaseKeeper(redis, pool.schema.leases, lease_ttl_sec)
         # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
@@ -102,14 +105,15 @@ class Dispatcher:
         Without a ticket this is the fast path, which yields to anyone already
         queued for the family; with one, it claims the key only for the head.
         """
-        q = self.schema
-        result = await self._lease_script(
-            [self.pool.schema.leases, *q.lease_keys(family), *self.pool.schema.candidate_keys(provider, family)],
-            [
-                self.pool.schema.prefix, family, self._lease_ttl_ms, next(self._lease_ids), ticket,
-                self._key_concurrency, q.waiting_prefix, q.wake_channel,
-            ],
-        )
+        keys = self._lease_keys.get((provider, family))
+        if keys is None:
+            q = self.schema
+            keys = _remembered(self._lease_keys, (provider, family), [
+                self.pool.schema.leases, *q.lease_keys(family), *self.pool.schema.candidate_keys(provider, family)])
+        result = await self._lease_script(keys, [
+            self.pool.schema.prefix, family, self._lease_ttl_ms, next(self._lease_ids), ticket,
+            self._key_concurrency, self.schema.waiting_prefix, self.schema.wake_channel,
+        ])
         if int(result[0]) != 1:
             reason = _text(result[1])
             n = int(result[2])
@@ -199,16 +203,18 @@ class Dispatcher:
             "event": money.event if money is not None else ["key", lease.key_id],
             "events_max": EVENTS_MAX,
         }
-        keys = [
-            schema.key(lease.key_id),
-            schema.leases,
-            schema.family_usage(family),
-            schema.total_usage,
-            schema.active_identities,
-            q.queued_families,
-            q.tickets,
-            schema.prefix + "usage_events",  # accounts/schema.py: AccountsSchema.usage_events
-        ]
+        by_family = self._settle_keys.get(family)
+        if by_family is None:
+            by_family = _remembered(self._settle_keys, family, [
+                schema.leases,
+                schema.family_usage(family),
+                schema.total_usage,
+                schema.active_identities,
+                q.queued_families,
+                q.tickets,
+                schema.prefix + "usage_events",  # accounts/schema.py: AccountsSchema.usage_events
+            ])
+        keys = [schema.key(lease.key_id), *by_family]
         if account and counted:
             keys += (account, money.holds_key if money is not None and money.holds_key else account + ":holds")
         # msgspec: json.dumps's compact form byte for byte, at a tenth of its CPU
@@ -229,6 +235,13 @@ def _started(script: Any) -> Callable[[Sequence[Any], Sequence[Any]], Awaitable[
     if start is not None:
         return start
     return lambda keys, args: asyncio.ensure_future(script(keys=keys, args=args))
+
+
+def _remembered(memo: dict[Any, list[str]], at: Any, keys: list[str]) -> list[str]:
+    if len(memo) >= 1024:  # families are few; this only bounds a store of made-up ones
+        memo.clear()
+    memo[at] = keys
+    return keys
 
 
 def _text(value: Any) -> str:

@@ -281,19 +281,7 @@ class ScriptLink:
                 future.set_exception(error)
 
 
-def _encode(parts: Sequence[Arg]) -> bytes:
-    """A command in RESP: an array of bulk strings, encoded as redis-py encodes values."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        if type(part) is bytes:
-            data = part
-        elif type(part) is str:
-            data = part.encode()
-        elif type(part) is int:
-            data = b"%d" % part
-        elif type(part) is float:
-            data = repr(part).encode()
-        else:
-            raise TypeError(f"cannot send {type(part).__name__} to Redis")
-        out += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(out)
+def _encode(parts: tuple[Arg, ...]) -> bytes:
+    """A command in RESP (an array of bulk strings), values encoded as redis-py encodes them; hiredis does it in C,
+    at a third of the cost of doing it here."""
+    return hiredis.pack_command(parts)  # type: ignore[arg-type]  # its stub takes a 1-tuple; any length works
