@@ -28,13 +28,13 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from accounts.admission import AccountRefusal, Admission
 from accounts.reservation import Reservation
 from accounts.usage_record import Bill
-from catalog.prices import FREE, PriceBook
+from catalog.prices import FREE, PriceBook, Rates
 from catalog.tokens import BYTES_PER_TOKEN
 from dispatch import Dispatcher
 from gateway.errors import GatewayError
@@ -63,19 +63,23 @@ class AdmissionStage:
         self._default_output = default_output_tokens
         self._prices = prices or PriceBook(unknown_model_policy="free")
 
-    @asynccontextmanager
-    async def admit(self, call: UpstreamCall, identity: Identity) -> AsyncIterator[None]:
+    def admit(self, call: UpstreamCall, identity: Identity) -> AbstractAsyncContextManager[None]:
         """`async with`: the call admitted, its identity and quota reservation set on it, or a GatewayError.
 
         The reservation is handed back when the block ends unless settlement corrected it first;
-        the lease tried alongside, unless the relay took it.
+        the lease tried alongside, unless the relay took it. A call that asks nothing of the store
+        holds nothing: its block is an empty one.
         """
         rates = self._prices.rates(call.model, call.provider) if call.model else FREE  # a models list costs nothing
         call.bill = Bill.start(call.model or "", call.family, rates, self._accounts.budgets.offset_sec())
         if not self.asks_store(identity):
             call.exempt_from_caps = identity.kind == "admin"
-            yield
-            return
+            return _NOTHING_HELD
+        return self._admitted(call, identity, rates)
+
+    @asynccontextmanager
+    async def _admitted(self, call: UpstreamCall, identity: Identity, rates: Rates | None) -> AsyncIterator[None]:
+        assert call.bill is not None
         tokens = self.estimate(call)
         prompt = tokens - self._output_allowed(call)
         cost_reserve = rates.worst_case_micro(prompt, tokens - prompt) if rates is not None else -1
@@ -138,6 +142,7 @@ class AdmissionStage:
             log.error("could not hand back the lease of key %s: %s", lease.key_id, type(error).__name__)
 
 
+_NOTHING_HELD: AbstractAsyncContextManager[None] = nullcontext()  # stateless: one serves every call
 _background: set[asyncio.Future[None]] = set()
 
 
