@@ -197,10 +197,10 @@ def _header_dict(response: httpx.Response) -> dict[str, str]:
 
 
 def _reply_headers(response: httpx.Response, secret: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
-    """`_safe_headers` and `_header_dict` in one pass over the raw headers, for every reply relayed with a body.
+    """`_safe_headers`, and the rate-limit headers (names holding `ratelimit`) as `_header_dict` reads them, in one
+    pass over the raw headers, for every reply relayed with a body: all that `Provider.rate_budget` reads.
 
-    Values are decoded as Latin-1, as HTTP defines them; only the rate-limit headers are read from the
-    dictionary, and those are ASCII.
+    Values are decoded as Latin-1, as HTTP defines them; the rate-limit headers are ASCII.
     """
     scrub = scrubber_for(secret).scrub
     shown: list[tuple[bytes, bytes]] = []
@@ -209,8 +209,9 @@ def _reply_headers(response: httpx.Response, secret: str) -> tuple[list[tuple[by
         name = raw_name.lower()
         if name in _FORWARDED_RESPONSE_HEADERS:
             shown.append((name, scrub(value)))
-        key, text = name.decode("latin-1"), value.decode("latin-1")
-        named[key] = f"{named[key]}, {text}" if key in named else text  # repeated: joined, as httpx joins them
+        elif b"ratelimit" in name:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            named[key] = f"{named[key]}, {text}" if key in named else text  # repeated: joined, as httpx joins them
     return shown, named
 
 

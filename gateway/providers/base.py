@@ -86,7 +86,10 @@ class Provider(Protocol):
         ...
 
     def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
-        """The key's remaining upstream budget, from a successful reply's rate-limit headers."""
+        """The key's remaining upstream budget, from a successful reply's rate-limit headers.
+
+        `headers` holds only those, the ones whose names contain `ratelimit` (gateway/relay.py), lower-case.
+        """
         ...
 
 
