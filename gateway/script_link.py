@@ -22,6 +22,10 @@ of poolgate does not (or trust one it refuses).
 
 Only scripts travel here (`EVALSHA`, then `EVAL` once after a Redis restart
 forgot them); everything else (pub/sub, the admin API, rq) keeps redis-py.
+`Script.start` sends a call in the current turn and hands back its answer's
+future: no task and no coroutine per call. A `NOSCRIPT` answer is met by the
+link itself, which sends the script's text in its place and answers the same
+future, so a call once sent runs even if its caller stopped listening.
 Errors are redis-py's own exception types, so callers see no difference. The
 embedded store has no socket, so there `open_script_runner` hands back the
 fakeredis client itself, which has the same `register_script`.
