@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from dispatch.schema import DispatchSchema
 from keypool import OK, KeyLease, KeyPool, RateBudget, Usage
 from keypool.leases import LeaseKeeper
 from keypool.pool import OVER_QUOTA, REVOKED
-from keypool.scripts import script_source
+from keypool.scripts import script_source, started
 
 _HERE = Path(__file__).parent
 # Usage events kept in the store at most (about): the mover drains them (accounts/usage_mover.py); a mover down
@@ -85,8 +85,8 @@ class Dispatcher:
         redis = pool.store
         # The hot path's scripts may run over a leaner link than the store (gateway/script_link.py).
         self.scripts = scripts if scripts is not None else redis
-        self._lease_script = _started(self.scripts.register_script(script_source("lease_key.lua", _HERE)))
-        self._settle_script = _started(self.scripts.register_script(
+        self._lease_script = started(self.scripts.register_script(script_source("lease_key.lua", _HERE)))
+        self._settle_script = started(self.scripts.register_script(
             (_HERE / "month.lua").read_text() + "\n" + script_source("settle_lease.lua", _HERE)))
         # Lease ids: this process's random prefix and a count, unique across processes without a random draw each.
         # The scripts' key names per family (and provider), built once: a request would build a dozen strings.
@@ -97,23 +97,28 @@ class Dispatcher:
         # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
         self.on_retired: Callable[[str, str], Awaitable[None]] | None = None
 
-    async def lease_key(
-        self, provider: str, family: str, *, ticket: str = ""
-    ) -> KeyLease:
+    async def lease_key(self, provider: str, family: str, *, ticket: str = "") -> KeyLease:
         """Lease the best key for the family, or raise NoKeyAvailable. One round trip.
 
         Without a ticket this is the fast path, which yields to anyone already
         queued for the family; with one, it claims the key only for the head.
         """
+        return self.read_lease(provider, await self.send_lease(provider, family, ticket=ticket))
+
+    def send_lease(self, provider: str, family: str, *, ticket: str = "") -> asyncio.Future[Any]:
+        """`lease_key`'s store call, sent in this turn of the event loop; its answer is for `read_lease`."""
         keys = self._lease_keys.get((provider, family))
         if keys is None:
             q = self.schema
             keys = _remembered(self._lease_keys, (provider, family), [
                 self.pool.schema.leases, *q.lease_keys(family), *self.pool.schema.candidate_keys(provider, family)])
-        result = await self._lease_script(keys, [
+        return self._lease_script(keys, [
             self.pool.schema.prefix, family, self._lease_ttl_ms, next(self._lease_ids), ticket,
             self._key_concurrency, self.schema.waiting_prefix, self.schema.wake_channel,
         ])
+
+    def read_lease(self, provider: str, result: Any) -> KeyLease:
+        """The lease `send_lease`'s answer made, held (renewed) from now on; or NoKeyAvailable."""
         if int(result[0]) != 1:
             reason = _text(result[1])
             n = int(result[2])
@@ -160,7 +165,7 @@ class Dispatcher:
         account: str = "",
         reserved: int = 0,
         money: SettleMoney | None = None,
-    ) -> Awaitable[Any]:
+    ) -> asyncio.Future[Any]:
         """The settlement, sent in this turn of the event loop; its answer is for `read_settlement`.
 
         `estimated`: the usage was counted by the gateway because upstream's own report never came.
@@ -226,15 +231,6 @@ class Dispatcher:
         if money is not None:
             money.month_cost, money.month_requests = int(answer[2]), int(answer[3])
         return _text(answer[0]) or None
-
-
-def _started(script: Any) -> Callable[[Sequence[Any], Sequence[Any]], Awaitable[Any]]:
-    """How a registered script is run: sent at once (`ScriptLink`'s `start` gives the answer's future), or, on
-    a redis-py client (the embedded store, sentinels, a cluster), as a task started now."""
-    start = getattr(script, "start", None)
-    if start is not None:
-        return start
-    return lambda keys, args: asyncio.ensure_future(script(keys=keys, args=args))
 
 
 def _remembered(memo: dict[Any, list[str]], at: Any, keys: list[str]) -> list[str]:

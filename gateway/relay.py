@@ -106,14 +106,14 @@ class Relay:
             # A rate-limited key rests until its cooldown ends, so the call simply waits its turn again.
             # A client leaving while queued cancels this wait (ClientLink.while_present); the queue
             # watches for it too, since its store calls can swallow a cancellation.
-            try:
-                lease = await self._queues.acquire(
-                    call.provider, call.family, call.identity, place,
-                    prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
-                    first_try=call.first_lease,
-                )
-            finally:
-                call.first_lease = None  # the fast-path try made with admission is this attempt's, and spent
+            lease = await self._queues.acquire(
+                call.provider, call.family, call.identity, place,
+                prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
+                first_try=call.first_lease,
+            )
+            # The fast-path try made with admission was this attempt's, and is spent. Had the wait ended in an
+            # exception, admission would hand it back (a lease it made, if it was never read; else nothing).
+            call.first_lease = None
             async with LeaseHold(self._pool, lease, call.family, call.reservation, call.bill, place.waited_ms) as hold:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
                 try:
