@@ -9,6 +9,7 @@ comes back as a `Reservation`, which the request owns until it settles.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from accounts.budgets import BudgetPolicy, HoldKeeper, micro_to_usd
 from accounts.refresh import next_refresh_at
 from accounts.reservation import Reservation
 from accounts.schema import AccountsSchema
+from keypool.scripts import started
 
 _HERE = Path(__file__).parent
 _MONTH_LUA = _HERE.parent / "dispatch" / "month.lua"  # the budget month, as settlement counts it
@@ -62,7 +64,8 @@ class Admission:
         self.schema = schema
         self.limiter = limiter
         self._store = store
-        self._script = scripts.register_script(_MONTH_LUA.read_text() + "\n" + (_HERE / "admit.lua").read_text())
+        self._script = started(
+            scripts.register_script(_MONTH_LUA.read_text() + "\n" + (_HERE / "admit.lua").read_text()))
         self.budgets = budgets or BudgetPolicy()
         self.hold_keeper = HoldKeeper(store, self.budgets.hold_ttl_sec)  # started with the app (gateway/app.py)
         self._max_ips = max_ips
@@ -89,13 +92,21 @@ class Admission:
         `cost_reserve`: the most the request may cost (micro-dollars), reserved against the user's monthly
         budget; -1 when its model has no known price (refused for a user with a budget).
         """
-        result = await self._script(
-            keys=self._keys,
-            args=[token_hash, address, family, max(int(reserve), 0), secrets.token_hex(8),
-                  self.limiter.image_per_minute if image else 0, *self._settings_args,
-                  cost_reserve, self.budgets.default_micro, self.budgets.offset_sec(),
-                  int(self.budgets.hold_ttl_sec * 1000)],
-        )
+        return self.read(await self.send(token_hash, address, family, reserve, image=image,
+                                         cost_reserve=cost_reserve), family)
+
+    def send(
+        self, token_hash: str, address: str, family: str, reserve: int, *, image: bool = False, cost_reserve: int = 0,
+    ) -> asyncio.Future[Any]:
+        """`admit`'s store call, sent in this turn of the event loop; its answer is for `read`."""
+        return self._script(self._keys, [
+            token_hash, address, family, max(int(reserve), 0), secrets.token_hex(8),
+            self.limiter.image_per_minute if image else 0, *self._settings_args,
+            cost_reserve, self.budgets.default_micro, self.budgets.offset_sec(), int(self.budgets.hold_ttl_sec * 1000),
+        ])
+
+    def read(self, result: Any, family: str) -> Reservation:
+        """The reservation `send`'s answer made (held from now on: its cost hold is renewed), or AccountRefusal."""
         verdict = _text(result[0])
         if verdict == "ok":
             identity = _text(result[1])

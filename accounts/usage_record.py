@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from accounts.budgets import micro_to_usd
 from accounts.reservation import Reservation
 from catalog.prices import Rates
 from dispatch import SettleMoney
@@ -52,17 +51,17 @@ class Bill:
     ) -> SettleMoney:
         """What settlement records for this usage (cost, the cost reservation it replaces, the event)."""
         cost = self.price(usage)
-        event = {
-            "user": identity, "model": self.model, "family": self.family, "key": key_id,
-            "input_tokens": str(usage.input_tokens), "output_tokens": str(usage.output_tokens),
-            "cached_tokens": str(usage.cache_read_tokens), "cache_write_tokens": str(usage.cache_write_tokens),
-            "cost": str(cost), "status": str(status),
-            "latency_ms": str(int((time.monotonic() - self.started) * 1000)), "queue_ms": str(waited_ms),
-            "estimated": "1" if estimated else "0",
-        }
-        held = reservation is not None and reservation.hold
-        return SettleMoney(cost, event, self.tz_offset, reservation.holds_key if reservation and held else "",
-                           reservation.hold if reservation and held else "")
+        event = [  # field, value, ...: as XADD takes them (the store adds `time`)
+            "user", identity, "model", self.model, "family", self.family, "key", key_id,
+            "input_tokens", str(usage.input_tokens), "output_tokens", str(usage.output_tokens),
+            "cached_tokens", str(usage.cache_read_tokens), "cache_write_tokens", str(usage.cache_write_tokens),
+            "cost", str(cost), "status", str(status),
+            "latency_ms", str(int((time.monotonic() - self.started) * 1000)), "queue_ms", str(waited_ms),
+            "estimated", "1" if estimated else "0",
+        ]
+        if reservation is None or not reservation.hold:
+            return SettleMoney(cost, event, self.tz_offset)
+        return SettleMoney(cost, event, self.tz_offset, reservation.holds_key, reservation.hold)
 
     def settled(self, money: SettleMoney) -> None:
         self.cost, self.month_cost, self.month_requests = money.cost, money.month_cost, money.month_requests
@@ -87,4 +86,8 @@ class Bill:
 
 
 def _usd(micro: int) -> bytes:
-    return f"{micro_to_usd(micro):.6f}".rstrip("0").rstrip(".").encode() if micro else b"0"
+    """Micro-dollars as dollars, exactly, without trailing zeros (integer arithmetic): 1500 is b"0.0015"."""
+    if micro < 0:
+        return b"-" + _usd(-micro)
+    dollars, fraction = divmod(micro, 1_000_000)
+    return (b"%d.%06d" % (dollars, fraction)).rstrip(b"0") if fraction else b"%d" % dollars

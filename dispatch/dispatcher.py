@@ -12,6 +12,8 @@ dispatch matches them.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from dispatch.schema import DispatchSchema
 from keypool import OK, KeyLease, KeyPool, RateBudget, Usage
 from keypool.leases import LeaseKeeper
 from keypool.pool import OVER_QUOTA, REVOKED
-from keypool.scripts import script_source
+from keypool.scripts import script_source, started
 
 _HERE = Path(__file__).parent
 # Usage events kept in the store at most (about): the mover drains them (accounts/usage_mover.py); a mover down
@@ -37,12 +39,12 @@ class SettleMoney:
     """A counted settlement's money (issue 13): what goes in, and the month's figures that come back.
 
     `cost` (micro-dollars) replaces the cost reservation `hold` made at admission (in `holds_key`);
-    `event` is the usage record appended to the events stream. After the call, `month_cost` and
-    `month_requests` hold the month's totals of whoever was served (-1: not counted).
+    `event` is the usage record appended to the events stream, as XADD's field, value, ... list. After the
+    call, `month_cost` and `month_requests` hold the month's totals of whoever was served (-1: not counted).
     """
 
     cost: int
-    event: dict[str, str]
+    event: list[str]
     tz_offset: int = 0
     holds_key: str = ""
     hold: str = ""
@@ -83,30 +85,40 @@ class Dispatcher:
         redis = pool.store
         # The hot path's scripts may run over a leaner link than the store (gateway/script_link.py).
         self.scripts = scripts if scripts is not None else redis
-        self._lease_script = self.scripts.register_script(script_source("lease_key.lua", _HERE))
-        self._settle_script = self.scripts.register_script(
-            (_HERE / "month.lua").read_text() + "\n" + script_source("settle_lease.lua", _HERE))
+        self._lease_script = started(self.scripts.register_script(script_source("lease_key.lua", _HERE)))
+        self._settle_script = started(self.scripts.register_script(
+            (_HERE / "month.lua").read_text() + "\n" + script_source("settle_lease.lua", _HERE)))
+        # Lease ids: this process's random prefix and a count, unique across processes without a random draw each.
+        # The scripts' key names per family (and provider), built once: a request would build a dozen strings.
+        self._lease_keys: dict[tuple[str, str], list[str]] = {}
+        self._settle_keys: dict[str, list[str]] = {}
+        self._lease_ids = map(f"{secrets.token_hex(4)}{{:x}}".format, itertools.count())
         self.keeper = LeaseKeeper(redis, pool.schema.leases, lease_ttl_sec)
         # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
         self.on_retired: Callable[[str, str], Awaitable[None]] | None = None
 
-    async def lease_key(
-        self, provider: str, family: str, *, ticket: str = ""
-    ) -> KeyLease:
+    async def lease_key(self, provider: str, family: str, *, ticket: str = "") -> KeyLease:
         """Lease the best key for the family, or raise NoKeyAvailable. One round trip.
 
         Without a ticket this is the fast path, which yields to anyone already
         queued for the family; with one, it claims the key only for the head.
         """
-        nonce = secrets.token_hex(6)
-        q = self.schema
-        result = await self._lease_script(
-            keys=[self.pool.schema.leases, *q.lease_keys(family), *self.pool.schema.candidate_keys(provider, family)],
-            args=[
-                self.pool.schema.prefix, family, self._lease_ttl_ms, nonce, ticket, self._key_concurrency,
-                q.waiting_prefix, q.wake_channel,
-            ],
-        )
+        return self.read_lease(provider, await self.send_lease(provider, family, ticket=ticket))
+
+    def send_lease(self, provider: str, family: str, *, ticket: str = "") -> asyncio.Future[Any]:
+        """`lease_key`'s store call, sent in this turn of the event loop; its answer is for `read_lease`."""
+        keys = self._lease_keys.get((provider, family))
+        if keys is None:
+            q = self.schema
+            keys = _remembered(self._lease_keys, (provider, family), [
+                self.pool.schema.leases, *q.lease_keys(family), *self.pool.schema.candidate_keys(provider, family)])
+        return self._lease_script(keys, [
+            self.pool.schema.prefix, family, self._lease_ttl_ms, next(self._lease_ids), ticket,
+            self._key_concurrency, self.schema.waiting_prefix, self.schema.wake_channel,
+        ])
+
+    def read_lease(self, provider: str, result: Any) -> KeyLease:
+        """The lease `send_lease`'s answer made, held (renewed) from now on; or NoKeyAvailable."""
         if int(result[0]) != 1:
             reason = _text(result[1])
             n = int(result[2])
@@ -126,6 +138,19 @@ class Dispatcher:
         return lease
 
     async def settle(
+        self, lease: KeyLease, family: str, outcome: str = OK, *, money: SettleMoney | None = None, **details: Any,
+    ) -> str | None:
+        """Give the lease back, record usage and what the attempt taught about the key. One round trip.
+
+        `details` are `send_settlement`'s. A key the reply showed revoked or out of quota is told to `on_retired`.
+        """
+        new_status = self.read_settlement(await self.send_settlement(lease, family, outcome, money=money, **details),
+                                          money)
+        if outcome in (OVER_QUOTA, REVOKED) and new_status == outcome and self.on_retired is not None:
+            await self.on_retired(lease.key_id, outcome)
+        return new_status
+
+    def send_settlement(
         self,
         lease: KeyLease,
         family: str,
@@ -140,8 +165,8 @@ class Dispatcher:
         account: str = "",
         reserved: int = 0,
         money: SettleMoney | None = None,
-    ) -> str | None:
-        """Give the lease back, record usage and what the attempt taught about the key. One round trip.
+    ) -> asyncio.Future[Any]:
+        """The settlement, sent in this turn of the event loop; its answer is for `read_settlement`.
 
         `estimated`: the usage was counted by the gateway because upstream's own report never came.
         `account`: the user hash the usage is counted to, whose `used:{family}` holds `reserved` tokens
@@ -153,8 +178,9 @@ class Dispatcher:
         usage = usage or Usage()
         budget = budget or RateBudget()
         q = self.schema
+        schema = self.pool.schema
         details = {
-            "prefix": self.pool.schema.prefix,
+            "prefix": schema.prefix,
             "lease": lease.lease_id,
             "outcome": outcome,
             "cooldown_ms": int(cooldown_sec * 1000),
@@ -179,31 +205,40 @@ class Dispatcher:
             "cost": money.cost if money is not None else 0,
             "hold": money.hold if money is not None else "",
             "tz_offset": money.tz_offset if money is not None else 0,
-            "event": [x for kv in money.event.items() for x in kv] if money is not None else ["key", lease.key_id],
+            "event": money.event if money is not None else ["key", lease.key_id],
             "events_max": EVENTS_MAX,
         }
-        status = await self._settle_script(
-            keys=[
-                self.pool.schema.key(lease.key_id),
-                self.pool.schema.leases,
-                self.pool.schema.family_usage(family),
-                self.pool.schema.total_usage,
-                self.pool.schema.active_identities,
+        by_family = self._settle_keys.get(family)
+        if by_family is None:
+            by_family = _remembered(self._settle_keys, family, [
+                schema.leases,
+                schema.family_usage(family),
+                schema.total_usage,
+                schema.active_identities,
                 q.queued_families,
                 q.tickets,
-                self.pool.schema.prefix + "usage_events",  # accounts/schema.py: AccountsSchema.usage_events
-                *([account, money.holds_key if money is not None and money.holds_key else account + ":holds"]
-                  if account and counted else []),
-            ],
-            args=[msgspec.json.encode(details)],  # json.dumps's compact form byte for byte, at a tenth of its CPU
-        )
+                schema.prefix + "usage_events",  # accounts/schema.py: AccountsSchema.usage_events
+            ])
+        keys = [schema.key(lease.key_id), *by_family]
+        if account and counted:
+            keys += (account, money.holds_key if money is not None and money.holds_key else account + ":holds")
+        # msgspec: json.dumps's compact form byte for byte, at a tenth of its CPU
+        return self._settle_script(keys, [msgspec.json.encode(details)])
+
+    @staticmethod
+    def read_settlement(answer: Any, money: SettleMoney | None = None) -> str | None:
+        """The key's status after a settlement (None: unchanged); the month's figures set on `money`."""
         if money is not None:
-            money.month_cost, money.month_requests = int(status[2]), int(status[3])
-        new_status = _text(status[0]) or None
-        if outcome in (OVER_QUOTA, REVOKED) and new_status == outcome and self.on_retired is not None:
-            await self.on_retired(lease.key_id, outcome)
-        return new_status
+            money.month_cost, money.month_requests = int(answer[2]), int(answer[3])
+        return _text(answer[0]) or None
+
+
+def _remembered(memo: dict[Any, list[str]], at: Any, keys: list[str]) -> list[str]:
+    if len(memo) >= 1024:  # families are few; this only bounds a store of made-up ones
+        memo.clear()
+    memo[at] = keys
+    return keys
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode() if type(value) is bytes else str(value)

@@ -25,23 +25,22 @@ budget in admission's same script; 429 `budget_exceeded` when it does not fit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from accounts.admission import AccountRefusal, Admission
-from accounts.reservation import Reservation
 from accounts.usage_record import Bill
-from catalog.prices import FREE, PriceBook
+from catalog.prices import FREE, PriceBook, Rates
 from catalog.tokens import BYTES_PER_TOKEN
-from dispatch import Dispatcher
+from dispatch import Dispatcher, NoKeyAvailable
 from gateway.errors import GatewayError
 from gateway.gatekeeper import Identity
 from gateway.metrics import note_admission
 from gateway.validation import UpstreamCall
-from keypool import KeyLease
 
 log = logging.getLogger("poolgate.admission")
 # Endpoints whose answer is generated text: a request naming no maximum output reserves the default.
@@ -63,32 +62,39 @@ class AdmissionStage:
         self._default_output = default_output_tokens
         self._prices = prices or PriceBook(unknown_model_policy="free")
 
-    @asynccontextmanager
-    async def admit(self, call: UpstreamCall, identity: Identity) -> AsyncIterator[None]:
+    def admit(self, call: UpstreamCall, identity: Identity) -> AbstractAsyncContextManager[None]:
         """`async with`: the call admitted, its identity and quota reservation set on it, or a GatewayError.
 
         The reservation is handed back when the block ends unless settlement corrected it first;
-        the lease tried alongside, unless the relay took it.
+        the lease tried alongside, unless the relay took it. A call that asks nothing of the store
+        holds nothing: its block is an empty one.
         """
         rates = self._prices.rates(call.model, call.provider) if call.model else FREE  # a models list costs nothing
         call.bill = Bill.start(call.model or "", call.family, rates, self._accounts.budgets.offset_sec())
         if not self.asks_store(identity):
             call.exempt_from_caps = identity.kind == "admin"
-            yield
-            return
+            return _NOTHING_HELD
+        return self._admitted(call, identity, rates)
+
+    @asynccontextmanager
+    async def _admitted(self, call: UpstreamCall, identity: Identity, rates: Rates | None) -> AsyncIterator[None]:
+        assert call.bill is not None
         tokens = self.estimate(call)
         prompt = tokens - self._output_allowed(call)
         cost_reserve = rates.worst_case_micro(prompt, tokens - prompt) if rates is not None else -1
-        # The lease attempt is a task started now; admission's script is written first, in this turn of the
-        # event loop, and the lease's in the task's first step, before the link flushes: one write for both.
-        call.first_lease = asyncio.ensure_future(self._dispatch.lease_key(call.provider, call.family))
-        admitting = asyncio.ensure_future(self._accounts.admit(
+        # Admission's script and the fast path's lease attempt are both sent now, in this turn of the event
+        # loop: the link writes them together, one round trip for both, and no task waits on either.
+        admitting = self._accounts.send(
             identity.token_hash, identity.address, call.family, tokens,
             image=call.endpoint == "images/generations", cost_reserve=cost_reserve,
-        ))
+        )
+        answered = False
         try:
+            call.first_lease = self._dispatch.send_lease(call.provider, call.family)
             try:
-                reservation: Reservation = await asyncio.shield(admitting)
+                answer = await asyncio.shield(admitting)
+                answered = True  # read at once: from here on the reservation is this block's
+                reservation = self._accounts.read(answer, call.family)
             except AccountRefusal as refusal:
                 note_admission(call.family, refusal.kind)
                 raise _error(refusal, identity.session_method) from None
@@ -103,9 +109,9 @@ class AdmissionStage:
         finally:
             leasing, call.first_lease = call.first_lease, None
             if leasing is not None:  # the relay never took it (refused, or the request ended first)
-                await self._hand_back(leasing, call.family)
-            if not admitting.done():  # cancelled while waiting: a reservation made meanwhile goes back
-                admitting.add_done_callback(_release_when_admitted)
+                await self._hand_back(leasing, call.provider, call.family)
+            if not answered:  # cancelled before the answer was read: a reservation it made goes back
+                admitting.add_done_callback(functools.partial(self._release_when_admitted, call.family))
 
     def asks_store(self, identity: Identity) -> bool:
         """Whether admitting this identity takes the store's script (and reserves from the prompt's count)."""
@@ -121,23 +127,36 @@ class AdmissionStage:
         return call.max_output if call.max_output is not None else \
             self._default_output if call.endpoint in _GENERATING else 0
 
-    async def _hand_back(self, leasing: asyncio.Future[KeyLease], family: str) -> None:
-        """Give back, uncounted, the lease tried alongside admission: now, or when it arrives."""
+    async def _hand_back(self, leasing: asyncio.Future[Any], provider: str, family: str) -> None:
+        """Give back, uncounted, the lease tried alongside admission: now, or when its answer arrives."""
         if not leasing.done():
-            leasing.add_done_callback(lambda done: _in_background(self._give_back(done, family)))
+            leasing.add_done_callback(lambda done: _in_background(self._give_back(done, provider, family)))
             return
-        await asyncio.shield(self._give_back(leasing, family))
+        await asyncio.shield(self._give_back(leasing, provider, family))
 
-    async def _give_back(self, leasing: asyncio.Future[KeyLease], family: str) -> None:
+    async def _give_back(self, leasing: asyncio.Future[Any], provider: str, family: str) -> None:
         if leasing.cancelled() or leasing.exception() is not None:
-            return  # no lease was made (no key free, or the store failed)
-        lease = leasing.result()
+            return  # the store failed: no lease was made
+        try:
+            lease = self._dispatch.read_lease(provider, leasing.result())
+        except NoKeyAvailable:
+            return  # no key was free
         try:
             await self._dispatch.settle(lease, family)
         except Exception as error:  # the lease expires by itself
             log.error("could not hand back the lease of key %s: %s", lease.key_id, type(error).__name__)
 
+    def _release_when_admitted(self, family: str, admitting: asyncio.Future[Any]) -> None:
+        if admitting.cancelled() or admitting.exception() is not None:
+            return
+        try:
+            reservation = self._accounts.read(admitting.result(), family)
+        except AccountRefusal:
+            return  # refused: nothing was reserved
+        _in_background(reservation.release())
 
+
+_NOTHING_HELD: AbstractAsyncContextManager[None] = nullcontext()  # stateless: one serves every call
 _background: set[asyncio.Future[None]] = set()
 
 
@@ -145,11 +164,6 @@ def _in_background(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.ensure_future(work)
     _background.add(task)  # held until done: the loop keeps only a weak reference to a task
     task.add_done_callback(_background.discard)
-
-
-def _release_when_admitted(admitting: asyncio.Future[Reservation]) -> None:
-    if not admitting.cancelled() and admitting.exception() is None:
-        _in_background(admitting.result().release())
 
 
 def _error(refusal: AccountRefusal, session_method: str = "") -> GatewayError:

@@ -75,9 +75,20 @@ class EndpointFilter:
         for entry in extra_allowed:
             provider, _, prefix = entry.partition(":")
             self._extra[provider] += (prefix.strip("/").lower(),)
+        # The answers given, per route (remembered by the app per raw path) and method: a request repeats one.
+        self._allowed: dict[tuple[Route, str, str], AllowedCall] = {}
 
     def check(self, route: Route, provider: str, method: str) -> AllowedCall:
         """The allowed call for this route, or a GatewayError (403 refused, 404 unknown)."""
+        allowed = self._allowed.get((route, provider, method))
+        if allowed is None:
+            allowed = self._decide(route, provider, method)
+            if len(self._allowed) >= 1024:  # model ids in paths make routes many; keep the memo small
+                self._allowed.clear()
+            self._allowed[route, provider, method] = allowed
+        return allowed
+
+    def _decide(self, route: Route, provider: str, method: str) -> AllowedCall:
         segments = route.path.split("/") if route.path else []
         original = route.original_path.split("/") if route.original_path else []
         for endpoint in _ALLOWED[provider]:

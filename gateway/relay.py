@@ -106,14 +106,14 @@ class Relay:
             # A rate-limited key rests until its cooldown ends, so the call simply waits its turn again.
             # A client leaving while queued cancels this wait (ClientLink.while_present); the queue
             # watches for it too, since its store calls can swallow a cancellation.
-            try:
-                lease = await self._queues.acquire(
-                    call.provider, call.family, call.identity, place,
-                    prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
-                    first_try=call.first_lease,
-                )
-            finally:
-                call.first_lease = None  # the fast-path try made with admission is this attempt's, and spent
+            lease = await self._queues.acquire(
+                call.provider, call.family, call.identity, place,
+                prompt_bytes=len(call.body), on_wait=keep_alive, hang_up=lambda: link.hang_up,
+                first_try=call.first_lease,
+            )
+            # The fast-path try made with admission was this attempt's, and is spent. Had the wait ended in an
+            # exception, admission would hand it back (a lease it made, if it was never read; else nothing).
+            call.first_lease = None
             async with LeaseHold(self._pool, lease, call.family, call.reservation, call.bill, place.waited_ms) as hold:
                 headers = forwarded + provider.auth_headers(lease, client_headers)
                 try:
@@ -197,10 +197,10 @@ def _header_dict(response: httpx.Response) -> dict[str, str]:
 
 
 def _reply_headers(response: httpx.Response, secret: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
-    """`_safe_headers` and `_header_dict` in one pass over the raw headers, for every reply relayed with a body.
+    """`_safe_headers`, and the rate-limit headers (names holding `ratelimit`) as `_header_dict` reads them, in one
+    pass over the raw headers, for every reply relayed with a body: all that `Provider.rate_budget` reads.
 
-    Values are decoded as Latin-1, as HTTP defines them; only the rate-limit headers are read from the
-    dictionary, and those are ASCII.
+    Values are decoded as Latin-1, as HTTP defines them; the rate-limit headers are ASCII.
     """
     scrub = scrubber_for(secret).scrub
     shown: list[tuple[bytes, bytes]] = []
@@ -209,8 +209,9 @@ def _reply_headers(response: httpx.Response, secret: str) -> tuple[list[tuple[by
         name = raw_name.lower()
         if name in _FORWARDED_RESPONSE_HEADERS:
             shown.append((name, scrub(value)))
-        key, text = name.decode("latin-1"), value.decode("latin-1")
-        named[key] = f"{named[key]}, {text}" if key in named else text  # repeated: joined, as httpx joins them
+        elif b"ratelimit" in name:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            named[key] = f"{named[key]}, {text}" if key in named else text  # repeated: joined, as httpx joins them
     return shown, named
 
 

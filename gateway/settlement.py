@@ -46,18 +46,39 @@ async def settle_usage(
 
     `reservation`: already claimed by the caller; the user's count is corrected from it to `usage`.
     `bill`: prices the usage; the cost is recorded with it and the month's figures set on it.
+
+    The store call is written before anything awaits, so a request cancelled from here on still
+    settles; only the answer (the month's figures for the reply) is then not read.
     """
     usage = usage or Usage()
-    money = bill.money(usage, identity=identity, key_id=lease.key_id, estimated=estimated, waited_ms=waited_ms,
-                       reservation=reservation) if bill is not None else None
     try:
-        await pool.settle(lease, family, OK, usage=usage, identity=identity, budget=budget,
-                          estimated=estimated, account=reservation.user_key if reservation else "",
-                          reserved=reservation.tokens if reservation else 0, money=money)
-        if bill is not None and money is not None:
-            bill.settled(money)
-    except Exception as exc:  # the reply has gone out; the lease will expire by itself
-        log.error("could not settle lease of key %s: %s", lease.key_id, type(exc).__name__)
+        money = bill.money(usage, identity=identity, key_id=lease.key_id, estimated=estimated,
+                           waited_ms=waited_ms, reservation=reservation) if bill is not None else None
+        answer = pool.send_settlement(lease, family, OK, usage=usage, identity=identity, budget=budget,
+                                      estimated=estimated, account=reservation.user_key if reservation else "",
+                                      reserved=reservation.tokens if reservation else 0, money=money)
+    except Exception as exc:  # the lease will expire by itself
+        _log_failure(lease, exc)
+        return
+    try:
+        pool.read_settlement(await asyncio.shield(answer), money)
+    except asyncio.CancelledError:
+        asyncio.ensure_future(answer).add_done_callback(lambda done: _log_if_failed(lease, done))
+        raise
+    except Exception as exc:  # the reply has gone out, or goes out without its month; the lease expires by itself
+        _log_failure(lease, exc)
+        return
+    if bill is not None and money is not None:
+        bill.settled(money)
+
+
+def _log_if_failed(lease: KeyLease, answer: asyncio.Future[Any]) -> None:
+    if not answer.cancelled() and answer.exception() is not None:
+        _log_failure(lease, answer.exception())  # type: ignore[arg-type]
+
+
+def _log_failure(lease: KeyLease, error: BaseException) -> None:
+    log.error("could not settle lease of key %s: %s", lease.key_id, type(error).__name__)
 
 
 class LeaseHold:
@@ -65,8 +86,9 @@ class LeaseHold:
 
     An exit by exception (cancellation included) returns it as FAILED; an exit without an
     explicit settlement returns it OK, uncounted. A second settlement is a no-op, so every
-    path may settle without counting twice. The store call itself is shielded: a request
-    cancelled while it settles still gives its key back.
+    path may settle without counting twice. The store call is sent before anything awaits
+    (or, for a plain settlement, shielded): a request cancelled while it settles still gives
+    its key back.
 
     A counted settlement claims the request's quota `reservation` (before anything awaits, so
     the reservation's own `async with` can no longer hand it back) and corrects it in the same call.
@@ -97,10 +119,8 @@ class LeaseHold:
             return
         self.settled = True
         claimed = self.reservation.claim() if self.reservation is not None else None
-        await asyncio.shield(
-            settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated,
-                         reservation=claimed, bill=self.bill, waited_ms=self.waited_ms)
-        )
+        await settle_usage(self.pool, self.lease, self.family, usage, identity, budget, estimated=estimated,
+                           reservation=claimed, bill=self.bill, waited_ms=self.waited_ms)
 
     async def settle_estimated(
         self, request_body: bytes, relayed: RelayedEvents, reported: Usage | None, identity: str,
@@ -139,7 +159,7 @@ class LeaseHold:
         try:
             await self.settle(OK if exc_type is None else FAILED)
         except Exception as error:  # the lease will expire by itself
-            log.error("could not settle lease of key %s: %s", self.lease.key_id, type(error).__name__)
+            _log_failure(self.lease, error)
 
 
 class RelayedEvents:

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     from accounts.reservation import Reservation
     from accounts.usage_record import Bill
-    from keypool import KeyLease
 from gateway.translate import Translation, model_alias, translation_for
 
 _decode = msgspec.json.Decoder().decode
@@ -55,7 +54,8 @@ class UpstreamCall:
     listed_families: frozenset[str] = frozenset()
     max_output: int | None = None  # the body's max_tokens / max_completion_tokens / max_output_tokens, if any
     reservation: Reservation | None = None  # the user's quota reservation (set once admitted), settled with the lease
-    first_lease: asyncio.Future[KeyLease] | None = None  # the fast-path lease try, made in admission's round trip
+    # The fast path's lease try, sent in admission's round trip: the store's answer, for `Dispatcher.read_lease`.
+    first_lease: asyncio.Future[Any] | None = None
     # The JSON body as parsed once (None for uploads and bodiless calls): what the request policy reads.
     payload: dict[str, Any] | None = None
     prompt_tokens: int = 0  # counted by the request policy (gateway/policy.py), for caps and reservations

@@ -7,8 +7,11 @@ through the same `store_now`, so no two scripts can disagree on either.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).parent
 
@@ -17,3 +20,16 @@ _HERE = Path(__file__).parent
 def script_source(name: str, folder: Path = _HERE) -> str:
     """The text of `{folder}/{name}` (default: keypool's own), prefixed with the candidate library."""
     return (_HERE / "candidates.lua").read_text() + "\n" + (folder / name).read_text()
+
+
+def started(script: Any) -> Callable[[Sequence[Any], Sequence[Any]], asyncio.Future[Any]]:
+    """How a registered script is run on the hot path: `run(keys, args)` sends it now and gives its answer's future.
+
+    Over the script link (`gateway/script_link.py`) that is `Script.start`: no task, and the call goes out
+    even if its caller is cancelled before the answer. On a redis-py client (the embedded store, sentinels,
+    a cluster) it is a task started now, which carries the call as far as the client does.
+    """
+    start = getattr(script, "start", None)
+    if start is not None:
+        return start
+    return lambda keys, args: asyncio.ensure_future(script(keys=keys, args=args))

@@ -141,17 +141,21 @@ class FamilyQueues:
         prompt_bytes: int = 0,
         on_wait: OnWait | None = None,
         hang_up: Callable[[], asyncio.Future[Any]] | None = None,
-        first_try: Awaitable[KeyLease] | None = None,
+        first_try: asyncio.Future[Any] | None = None,
     ) -> KeyLease:
         """A lease for the family: at once when a key is free and nobody waits, else after a fair wait.
 
         `hang_up` gives a future that completes when the client leaves; it is
         asked for only when the request has to wait. `first_try`: the fast-path
-        attempt (`Dispatcher.lease_key`) already made, pipelined with admission;
-        it stands for this call's own.
+        attempt already sent (`Dispatcher.send_lease`), pipelined with admission;
+        its answer stands for this call's own. It is shielded: a request cancelled
+        while it comes leaves it whole for admission to hand back.
         """
         try:
-            lease = await (first_try if first_try is not None else self._dispatch.lease_key(provider, family))
+            if first_try is not None:
+                lease = self._dispatch.read_lease(provider, await asyncio.shield(first_try))
+            else:
+                lease = await self._dispatch.lease_key(provider, family)
             place.arrived_ms = place.arrived_ms or lease.leased_at_ms
             return lease
         except NoKeyAvailable as none:

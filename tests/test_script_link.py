@@ -84,6 +84,25 @@ async def test_scripts_forgotten_by_redis_are_sent_again(real_redis: str, plain:
         await link.aclose()
 
 
+async def test_a_forgotten_script_still_runs_for_a_caller_that_left(real_redis: str, plain: aioredis.Redis) -> None:
+    """A settlement is sent before its caller awaits: if Redis forgot the script meanwhile, the link sends its
+    text again even when the caller was cancelled, and the calls sent after it keep their own answers."""
+    link = ScriptLink(real_redis)
+    count = link.register_script("return redis.call('INCR', KEYS[1])")
+    echo = link.register_script("return ARGV[1]")
+    key = f"left-{time.monotonic_ns()}"
+    try:
+        assert await count([key]) == 1  # loaded
+        await plain.script_flush()  # what a Redis restart or failover does
+        answer = count.start([key])
+        echoes = [echo.start([], [str(n)]) for n in range(20)]
+        answer.cancel()  # the caller leaves before Redis has answered
+        assert [await e for e in echoes] == [str(n).encode() for n in range(20)]
+        assert await plain.get(key) == b"2", "the cancelled caller's call never ran"
+    finally:
+        await link.aclose()
+
+
 @asynccontextmanager
 async def link_to_a_broken_redis(
     serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],

@@ -86,7 +86,10 @@ class Provider(Protocol):
         ...
 
     def rate_budget(self, headers: dict[str, str]) -> RateBudget | None:
-        """The key's remaining upstream budget, from a successful reply's rate-limit headers."""
+        """The key's remaining upstream budget, from a successful reply's rate-limit headers.
+
+        `headers` holds only those, the ones whose names contain `ratelimit` (gateway/relay.py), lower-case.
+        """
         ...
 
 
@@ -97,10 +100,13 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def parse_duration(text: str) -> float | None:
     """OpenAI's reset durations: `20s`, `6m0s`, `1h2m3.5s`, `120ms`; a bare number is seconds."""
     text = text.strip()
-    try:
-        return _finite(float(text))
-    except ValueError:
-        pass
+    if not text:  # the header was absent
+        return None
+    if not text[-1].isalpha():  # a unit ends every duration; an exception per header is a request's microsecond
+        try:
+            return _finite(float(text))
+        except ValueError:
+            return None
     parts = _DURATION_PART.findall(text)
     if not parts:
         return None
