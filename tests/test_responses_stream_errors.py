@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+from processes import wait_for
 from scripted_upstream import STREAM_HEAD, Exchange, ScriptedUpstream, chunked
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -137,3 +138,9 @@ def test_a_responses_stream_upstream_breaks_off_ends_with_failure_events_numbere
     assert error.message == "The upstream openai API broke off its reply." == failed.response.error.message
     assert failed.response.status == "failed"
     assert "sk-responses-cut" not in error.message
+    # The key was given back once, counted from what was relayed, not failed for upstream's break.
+    assert wait_for(lambda: gateway.usage_totals()["prompts"] == 1)
+    key = gateway.key_status("0001")
+    assert key["estimated_prompts"] == 1
+    assert key["inflight"] == 0
+    assert key["status"] == "active"
