@@ -22,6 +22,7 @@ anything that goes wrong has to be told as an SSE error event, not a status.
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from types import TracebackType
 from typing import Any
@@ -32,6 +33,9 @@ from gateway.errors import ANTHROPIC, GatewayError, render_error
 from gateway.metrics import note_response
 from gateway.responses_events import failure_events
 from queues.waiting import ClientGone
+
+# A Responses API event's number, as a key: inside a JSON string its quotes would be escaped.
+_SEQUENCE_NUMBER = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
 # How often the sweep looks at the requests being served: the bound on noticing a hang-up, and the slack on a stall.
 SWEEP_SEC = 0.5
@@ -56,11 +60,16 @@ class ClientLink:
         self._scope: _WhilePresent | None = None  # the `while_present` block now running
         self._responses_model: str | None = None
         self._responses_api = False  # a /v1/responses call: its stream ends in that API's own events
+        self._next_sequence_number = 0  # of that API's events: one past the last relayed
 
     def speak_responses_api(self, model: str | None) -> None:
         """A Responses API call: an error after the stream began is told with `error` and `response.failed`."""
         self._responses_api = True
         self._responses_model = model
+
+    @property
+    def speaks_responses_api(self) -> bool:
+        return self._responses_api
 
     @property
     def hang_up(self) -> asyncio.Future[Any]:
@@ -95,7 +104,14 @@ class ClientLink:
         """Part of the body; `more=False` ends the response."""
         if not more:
             self.finished = True
+        if self._responses_api:  # its failure events go on numbering from what was relayed
+            self._note_sequence_numbers(body)
         await self._write({"type": "http.response.body", "body": body, "more_body": more})
+
+    def _note_sequence_numbers(self, body: bytes) -> None:
+        numbers = _SEQUENCE_NUMBER.findall(body)
+        if numbers:
+            self._next_sequence_number = max(self._next_sequence_number, max(map(int, numbers)) + 1)
 
     async def _write(self, message: dict[str, Any]) -> None:
         if self.gone:
@@ -143,10 +159,11 @@ class ClientLink:
             pass  # it stopped reading: there is nobody to tell
 
     async def end_stream_with_error(self, error_body: bytes) -> None:
+        """The last event of a stream that has begun: the error in the dialect's (or the Responses API's) events."""
         if self._responses_api:
-            # Numbered from 0: the streams ended here (queued ones) have carried no upstream event. An unforeseen
-            # failure after upstream events would repeat their numbers; the SDKs do not check them.
-            event = failure_events(error_body, model=self._responses_model, first_sequence_number=0)
+            # After the events already relayed (none for a stream that was queued): numbers never repeat.
+            event = failure_events(error_body, model=self._responses_model,
+                                   first_sequence_number=self._next_sequence_number)
         elif self.dialect == ANTHROPIC:
             event = b"event: error\ndata: " + _one_line(error_body) + b"\n\n"
         else:

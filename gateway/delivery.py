@@ -86,6 +86,9 @@ async def deliver_stream(reply: UpstreamReply, call: UpstreamCall, provider: Pro
                         await link.write(scrub(out))
         except httpx.HTTPError as exc:  # upstream broke off mid-stream: end ours where theirs ended
             log.warning("upstream %s stream broke off: %s", call.provider, type(exc).__name__)
+            if link.speaks_responses_api:  # that API tells a failed stream with its own last events
+                raise GatewayError("upstream_failed",
+                                   f"The upstream {call.provider} API broke off its reply.") from None
         # A translated stream cut short ends with the client dialect's error event, never silently.
         tail = framer.flush() if translator is None else translator.finish()
         if reader.complete and call.bill is not None:  # settled now, so the stream can end with its cost

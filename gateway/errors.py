@@ -45,13 +45,14 @@ _KINDS: dict[str, tuple[int, str, str | None, str]] = {
 class GatewayError(Exception):
     def __init__(
         self, kind: str, message: str, *, retry_after_sec: float | None = None,
-        headers: tuple[tuple[bytes, bytes], ...] = (),
+        headers: tuple[tuple[bytes, bytes], ...] = (), param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after_sec = retry_after_sec
         self.headers = headers  # sent with the error (the proxy's own x-ratelimit-* when it limits)
+        self.param = param  # the one request field at fault, as OpenAI names it (Anthropic's errors have no such)
 
     @property
     def status(self) -> int:
@@ -68,7 +69,7 @@ def render_error(dialect: str, error: GatewayError) -> tuple[int, list[tuple[byt
         }
     else:
         payload = {
-            "error": {"message": error.message, "type": openai_type, "param": None, "code": openai_code}
+            "error": {"message": error.message, "type": openai_type, "param": error.param, "code": openai_code}
         }
     body = msgspec.json.encode(payload)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

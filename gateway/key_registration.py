@@ -22,13 +22,12 @@ back this way; with an empty store they are gone, as is the usage history.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from keypool import ConfiguredKey, KeyPool
+from keypool.repeating import Repeating
 
 log = logging.getLogger("poolgate")
 
@@ -48,7 +47,9 @@ class KeyRegistration:
         self._pool = pool
         self._keys = keys
         self._marker = registered_marker(redis_prefix)
-        self._watch: asyncio.Task[None] | None = None
+        # A failed look (the store away) is logged once per outage, not every few seconds.
+        self._watch = Repeating(self._register_if_lost, CHECK_EVERY_SEC, name="poolgate-key-registration",
+                                failure="cannot look for the configured keys in the store", log=log)
         # Told the ids of the keys registered again, so they are checked as at start-up.
         self.on_registered_again: Callable[[list[str]], Awaitable[None]] | None = None
 
@@ -56,31 +57,18 @@ class KeyRegistration:
         await self._store.set(self._marker, "1")
         await self._pool.register_configured(self._keys)
 
-    def start(self, every_sec: float = CHECK_EVERY_SEC) -> None:
-        self._watch = asyncio.create_task(self._keep_registered(every_sec), name="poolgate-key-registration")
+    def start(self) -> None:
+        self._watch.start()
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await self._watch.stop()
 
-    async def _keep_registered(self, every_sec: float) -> None:
-        unreachable = False
-        while True:
-            await asyncio.sleep(every_sec)
-            try:
-                if await self._store.exists(self._marker):
-                    unreachable = False
-                    continue
-                log.warning("the store has lost the configured keys (a Redis restarted without persistence?): "
-                            "registering %d again", len(self._keys))
-                await self.register()
-                unreachable = False
-                if self.on_registered_again is not None:
-                    await self.on_registered_again([key.key_id for key in self._keys])
-            except Exception as error:  # the watch must outlive any one failure; the type alone is logged
-                if not unreachable:  # once per outage, not every few seconds
-                    log.warning("cannot look for the configured keys in the store: %s", type(error).__name__)
-                unreachable = True
+    async def _register_if_lost(self) -> None:
+        """One look: the marker is there (nothing to do), or the store was emptied and the keys go back in."""
+        if await self._store.exists(self._marker):
+            return
+        log.warning("the store has lost the configured keys (a Redis restarted without persistence?): "
+                    "registering %d again", len(self._keys))
+        await self.register()
+        if self.on_registered_again is not None:
+            await self.on_registered_again([key.key_id for key in self._keys])

@@ -4,7 +4,8 @@ Chat-completions streams carry an error as `data: {"error": {...}}`; the
 Responses API has typed events instead, and the official SDKs read that other
 shape as an exception rather than as events. So once a `/v1/responses` stream
 has begun, an error ends it the way OpenAI ends one: an `error` event, then
-`response.failed` with a response whose `status` is `failed`.
+`response.failed` with a response whose `status` is `failed`, numbered on
+from the last event relayed (`ClientLink` notes it), so no number repeats.
 """
 
 from __future__ import annotations

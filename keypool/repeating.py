@@ -1,4 +1,5 @@
-"""A step repeated in the background: key leases renewed, cost reservations renewed, usage moved, lists re-read.
+"""A step repeated in the background: key leases renewed, cost reservations renewed, usage moved, lists re-read,
+configured keys registered again in an emptied store.
 
 Each of those is the same small machine: a task that sleeps, runs one step, and
 goes on whatever the step raised (the store or a database may blip; the next

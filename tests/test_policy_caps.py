@@ -148,6 +148,42 @@ def test_malformed_openai_fields_are_refused_naming_the_field(capped, upstream, 
     assert len(upstream.requests) == before
 
 
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ({"model": "gpt-4o", "stream": "yes", "messages": []}, "stream"),
+    ({"model": "gpt-4o", "messages": "hi"}, "messages"),
+    ({"model": "gpt-4o", "messages": ["hi"]}, "messages[0]"),
+    ({"model": "gpt-4o", "messages": [{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}]},
+     "messages[1].role"),
+    ({"model": "gpt-4o", "n": 0, "messages": []}, "n"),
+    ({"model": "claude-sonnet-4-5", "n": 2, "messages": [{"role": "user", "content": "hi"}]}, "n"),
+])
+def test_an_openai_refusal_of_one_field_names_it_in_param_as_openai_does(capped, upstream, body, param):
+    before = len(upstream.requests)
+    reply = httpx.post(capped.url + "/v1/chat/completions", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["param"] == param
+    assert len(upstream.requests) == before
+
+
+def test_the_openai_sdk_sees_which_parameter_more_than_one_choice_for_claude_is(capped, upstream):
+    with pytest.raises(openai.BadRequestError) as refused:
+        _openai(capped, base="/v1").chat.completions.create(
+            model="claude-sonnet-4-5", n=2, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.param == "n"
+    assert "one choice per request" in refused.value.message
+    assert upstream.requests == []
+
+
+def test_an_anthropic_refusal_has_no_param_as_anthropic_errors_have_none(capped, upstream):
+    reply = httpx.post(capped.url + "/proxy/anthropic/v1/messages", json={
+        "model": "claude-sonnet-4-5", "max_tokens": 10, "n": 2, "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 400
+    assert reply.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": (
+        "`n` greater than 1 cannot be served for Claude models: Anthropic returns one choice per request. "
+        "Send n separate requests instead.")}}
+
+
 def test_a_system_role_in_anthropic_messages_is_refused_with_the_reason(capped, upstream):
     with pytest.raises(anthropic.BadRequestError) as refused:
         _anthropic(capped).messages.create(
