@@ -86,7 +86,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _sweep_loop: ClassVar[asyncio.AbstractEventLoop | None] = None  # a test may serve from a new loop each time
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_HeadWithBody(transport, self.loop))  # type: ignore[arg-type]
         self._deadline = 0.0  # loop time by which the next piece is due; 0: none
         self._capped_as: str | None = None
         limits = self._limits()
@@ -158,6 +158,50 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cls.limits is None:  # a worker process of `--workers N`: its settings come from the same environment
             cls.limits = ClientLimits.from_settings(Settings.from_env())
         return cls.limits
+
+
+class _HeadWithBody:
+    """A connection's transport that sends a response's head in the same system call as its body.
+
+    uvicorn writes a response's status line and headers, then its body, each with its own `send`.
+    A whole reply writes both in one turn of the event loop, so here the head waits for the
+    body's write and goes out with it: one `send` instead of two (on loopback a `send` costs
+    more than poolgate's own work on a request), and one segment to the client. A head whose body
+    does not follow in that turn (a stream's, waiting for upstream) goes out at the turn's end;
+    every other write goes out at once, as before. The rest is the transport's own (`__getattr__`).
+    """
+
+    __slots__ = ("_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif data.startswith(b"HTTP/1."):  # a status line: uvicorn's head of a response
+            self._head = data
+            self._loop.call_soon(self._send_head)
+            return
+        self._transport.write(data)
+
+    def _send_head(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():  # a client gone meanwhile: nobody to tell
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self._send_head()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._head = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def guarded_protocol(settings: Settings) -> type[Any]:
