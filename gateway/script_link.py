@@ -144,13 +144,16 @@ class ScriptLink:
 
     def _send(self, parts: tuple[Arg, ...], fallback: Script | None = None) -> asyncio.Future[Any]:
         """Queue the call for this turn's write; `fallback` resends it as `EVAL` if Redis answers NOSCRIPT."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(parts, reply, fallback)
+        return reply
+
+    def _queue(self, parts: tuple[Arg, ...], reply: asyncio.Future[Any], fallback: Script | None = None) -> None:
         loop = asyncio.get_running_loop()
         if not self._outbox:
             loop.call_soon(self._flush)
         self._outbox.append(_encode(parts))
-        reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((reply, loop.time(), parts if fallback is not None else None, fallback))
-        return reply
 
     def _flush(self) -> None:
         if not self._outbox:  # emptied by a lost connection since this flush was scheduled
@@ -180,11 +183,7 @@ class ScriptLink:
             if not future.done():
                 future.set_exception(RedisConnectionError("the connection to Redis was lost"))
             return
-        loop = asyncio.get_running_loop()
-        if not self._outbox:
-            loop.call_soon(self._flush)
-        self._outbox.append(_encode(parts))
-        self._waiting.append((future, loop.time(), None, None))
+        self._queue(parts, future)
 
     # --- the connection ----------------------------------------------------------------------------------
 
