@@ -10,7 +10,6 @@ comes back as a `Reservation`, which the request owns until it settles.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from accounts.budgets import BudgetPolicy, HoldKeeper, micro_to_usd
 from accounts.refresh import next_refresh_at
 from accounts.reservation import Reservation
 from accounts.schema import AccountsSchema
-from keypool.scripts import started
+from keypool.scripts import started, unique_ids
 
 _HERE = Path(__file__).parent
 _MONTH_LUA = _HERE.parent / "dispatch" / "month.lua"  # the budget month, as settlement counts it
@@ -72,6 +71,7 @@ class Admission:
         self._auto_ban = max_ips_auto_ban
         self._quota_refresh_cron = quota_refresh_cron  # said in a quota refusal: when the quota comes back
         self._keys = [schema.user_tokens, schema.bans]
+        self._request_ids = unique_ids()
         p = limiter
         # admit.lua's ARGV[7..18]: what never changes while the gateway runs, encoded once.
         self._settings_args = [
@@ -100,7 +100,7 @@ class Admission:
     ) -> asyncio.Future[Any]:
         """`admit`'s store call, sent in this turn of the event loop; its answer is for `read`."""
         return self._script(self._keys, [
-            token_hash, address, family, max(int(reserve), 0), secrets.token_hex(8),
+            token_hash, address, family, max(int(reserve), 0), next(self._request_ids),
             self.limiter.image_per_minute if image else 0, *self._settings_args,
             cost_reserve, self.budgets.default_micro, self.budgets.offset_sec(), int(self.budgets.hold_ttl_sec * 1000),
         ])

@@ -13,8 +13,6 @@ dispatch matches them.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from dispatch.schema import DispatchSchema
 from keypool import OK, KeyLease, KeyPool, RateBudget, Usage
 from keypool.leases import LeaseKeeper
 from keypool.pool import OVER_QUOTA, REVOKED
-from keypool.scripts import script_source, started
+from keypool.scripts import script_source, started, unique_ids
 
 _HERE = Path(__file__).parent
 # Usage events kept in the store at most (about): the mover drains them (accounts/usage_mover.py); a mover down
@@ -88,11 +86,10 @@ class Dispatcher:
         self._lease_script = started(self.scripts.register_script(script_source("lease_key.lua", _HERE)))
         self._settle_script = started(self.scripts.register_script(
             (_HERE / "month.lua").read_text() + "\n" + script_source("settle_lease.lua", _HERE)))
-        # Lease ids: this process's random prefix and a count, unique across processes without a random draw each.
         # The scripts' key names per family (and provider), built once: a request would build a dozen strings.
         self._lease_keys: dict[tuple[str, str], list[str]] = {}
         self._settle_keys: dict[str, list[str]] = {}
-        self._lease_ids = map(f"{secrets.token_hex(4)}{{:x}}".format, itertools.count())
+        self._lease_ids = unique_ids()
         self.keeper = LeaseKeeper(redis, pool.schema.leases, lease_ttl_sec)
         # Told when traffic retires a key (revoked / over_quota), so it can be rechecked later.
         self.on_retired: Callable[[str, str], Awaitable[None]] | None = None

@@ -8,7 +8,9 @@ through the same `store_now`, so no two scripts can disagree on either.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import itertools
+import secrets
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,3 +35,9 @@ def started(script: Any) -> Callable[[Sequence[Any], Sequence[Any]], asyncio.Fut
     if start is not None:
         return start
     return lambda keys, args: asyncio.ensure_future(script(keys=keys, args=args))
+
+
+def unique_ids() -> Iterator[str]:
+    """Ids no other process makes (a random prefix of this process's, then a count): a lease's, a request's in the
+    limiter's windows. One random draw per process, not one system call per request."""
+    return map(f"{secrets.token_hex(4)}{{:x}}".format, itertools.count())
