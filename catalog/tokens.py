@@ -59,8 +59,9 @@ def count_tokens(text: str, encoding_name: str = CL100K) -> int:
     enc = encoding(encoding_name)
     if enc is None:
         return math.ceil(len(text.encode("utf-8", "replace")) / BYTES_PER_TOKEN)
-    # disallowed_special=(): text that spells a special token is counted as text, never refused.
-    return len(enc.encode(text, disallowed_special=()))
+    # Text that spells a special token is counted as text, never refused: `encode(text, disallowed_special=())`,
+    # without its checks of the special-token sets.
+    return len(enc.encode_ordinary(text))
 
 
 def count_prompt_tokens(provider: str, model: str | None, payload: dict[str, Any]) -> int:

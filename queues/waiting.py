@@ -152,8 +152,9 @@ class FamilyQueues:
         while it comes leaves it whole for admission to hand back.
         """
         try:
-            if first_try is not None:
-                lease = self._dispatch.read_lease(provider, await asyncio.shield(first_try))
+            if first_try is not None:  # its answer came with admission's, as a rule: then nothing to wait for
+                answer = first_try.result() if first_try.done() else await asyncio.shield(first_try)
+                lease = self._dispatch.read_lease(provider, answer)
             else:
                 lease = await self._dispatch.lease_key(provider, family)
             place.arrived_ms = place.arrived_ms or lease.leased_at_ms
