@@ -56,8 +56,7 @@ async def deliver_whole(reply: UpstreamReply, call: UpstreamCall, provider: Prov
         shown = listed_models_only(body, call.provider, call.listed_families)
     # Upstream answered whole: settled before the reply is written, so its headers carry the cost, and its
     # usage counts even if the client leaves while we write.
-    assert reply.hold is not None, "a reply with a body to relay is always held (gateway/relay.py)"
-    await reply.hold.settle_usage(provider.usage_from_body(body), call.identity, reply.budget)
+    await _settle(reply, call, provider.usage_from_body(body))
     money = call.bill.headers() if call.bill is not None else []
     await link.send_complete(reply.status, reply.headers + money, scrubber_for(reply.lease.secret).scrub(shown))
 
